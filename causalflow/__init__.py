@@ -9,8 +9,20 @@ One grammar::
                  .infer_effect(condition_on=["pre_sales > 10"]))
 """
 
+from .data import Design, ExperimentData
+from .effects import Effects
 from .errors import DesignWarning, ValidationError
+from .models.linear import LinearModel, LinearModelResults
 
 __version__ = "0.1.0"
 
-__all__ = ["DesignWarning", "ValidationError", "__version__"]
+__all__ = [
+    "Design",
+    "DesignWarning",
+    "Effects",
+    "ExperimentData",
+    "LinearModel",
+    "LinearModelResults",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,326 @@
+"""``ExperimentData``: the validated experiment, and the ``Design`` record.
+
+One structure holds the four designs of randomized experiments and any mix of them:
+
+* **A/B**: the assignment is the treatment received (OLS).
+* **encouragement**: ``treated`` differs from the assignment; the assignment (or
+  ``instrument``) is the instrument of a 2SLS fit (Angrist, Imbens & Rubin 1996).
+* **cluster**: ``cluster_by`` names the units randomized together; covariances are
+  cluster-robust.
+* **adaptive**: a per-unit ``propensity`` column gives the probability of the arm each unit
+  was assigned; rows are weighted by its inverse (Horvitz & Thompson 1952).
+
+Multi-arm assignment is one column of arm labels with a ``control`` label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import DesignWarning, ValidationError
+
+__all__ = ["ExperimentData", "Design"]
+
+
+def _to_pandas(table) -> pd.DataFrame:
+    """Convert a pandas / polars / pyarrow table once, at the boundary (no copy for pandas)."""
+    if isinstance(table, pd.DataFrame):
+        return table
+    module = type(table).__module__.split(".")[0]
+    if module in ("polars", "pyarrow") and hasattr(table, "to_pandas"):
+        return table.to_pandas()
+    raise ValidationError(
+        f"data: expected a pandas, polars or pyarrow table, got {type(table).__name__}")
+
+
+def _column(df: pd.DataFrame, name, argument: str) -> pd.Series:
+    if not isinstance(name, str):
+        raise ValidationError(f"{argument}: expected a column name (str), got {name!r}")
+    if name not in df.columns:
+        raise ValidationError(f"{argument}: column {name!r} is not in the data; "
+                              f"columns: {list(map(str, df.columns))[:30]}")
+    column = df[name]
+    if column.isna().any():
+        raise ValidationError(f"{argument}: column {name!r} has {int(column.isna().sum())} "
+                              "missing values (NaN)")
+    return column
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+@dataclass(frozen=True, slots=True)
+class Design:
+    """What the experiment is, read off the data.
+
+    Attributes
+    ----------
+    ab, encouragement, cluster, adaptive : bool
+        Which of the four designs are present (several can be).
+    arms : tuple
+        Arm labels, control first.
+    control : label of the control arm
+    compliance_rate : float or None
+        First-stage difference P(treated | assigned) - P(treated | control) of a binary
+        encouragement design (the share of compliers under monotonicity); None otherwise.
+    n_units, n_clusters : int (n_clusters None without clusters)
+    allocation : dict arm -> observed share of units
+    expected_allocation : dict arm -> planned share, when ``propensity`` was a number or a map
+    """
+
+    ab: bool
+    encouragement: bool
+    cluster: bool
+    adaptive: bool
+    arms: tuple
+    control: object
+    compliance_rate: float | None
+    n_units: int
+    n_clusters: int | None
+    allocation: dict = field(default_factory=dict)
+    expected_allocation: dict | None = None
+
+    def __str__(self) -> str:
+        kinds = [k for k in ("ab", "encouragement", "cluster", "adaptive") if getattr(self, k)]
+        lines = [
+            f"Design: {' + '.join(kinds)}",
+            f"  arms: {list(self.arms)} (control: {self.control!r})",
+            f"  units: {self.n_units:,}" + (f", clusters: {self.n_clusters:,}" if self.cluster else ""),
+            "  allocation: " + ", ".join(f"{a!r}: {s:.3f}" for a, s in self.allocation.items()),
+        ]
+        if self.compliance_rate is not None:
+            lines.append(f"  compliance rate (first stage): {self.compliance_rate:.3f}")
+        if self.expected_allocation is not None:
+            lines.append("  expected allocation: " + ", ".join(
+                f"{a!r}: {s:.3f}" for a, s in self.expected_allocation.items()))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + str(self).replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+
+
+class ExperimentData:
+    """A randomized experiment: the table and the roles of its columns.
+
+    Parameters
+    ----------
+    data : pandas, polars or pyarrow table
+        Never modified.
+    intent_to_treat : str
+        Column with the randomized assignment: 0/1, booleans, or arm labels.
+    treated : str, optional
+        Treatment actually received. Binary designs: numbers in [0, 1]; multi-arm: arm
+        labels. Default: equal to ``intent_to_treat`` (full compliance).
+    propensity : str, float or mapping, optional
+        A column name: the probability that each unit was assigned the arm it got
+        (adaptive designs); rows are weighted by 1 / propensity. A number (two arms):
+        the planned P(assigned to treatment); a mapping arm -> share: the planned
+        allocation. Numbers and mappings do not weight; they are the expected allocation.
+    instrument : str, optional
+        Column of the instrument; default ``intent_to_treat`` whenever ``treated`` differs.
+    cluster_by : str or list of str, optional
+        Columns identifying the units randomized together.
+    control : label, optional
+        Control arm. Default: 0 / False if present, else ``"control"``, else the first
+        label of a two-arm design; required with three or more other labels.
+
+    Examples
+    --------
+    >>> import pandas as pd, causalflow as cf
+    >>> df = pd.DataFrame({"assigned": [0, 1, 0, 1], "y": [1.0, 2.0, 1.5, 2.5]})
+    >>> data = cf.ExperimentData(df, intent_to_treat="assigned")
+    >>> data.design.arms, data.design.ab
+    ((0, 1), True)
+    """
+
+    def __init__(self, data, intent_to_treat: str, treated: str | None = None,
+                 propensity: str | float | Mapping | None = None, instrument: str | None = None,
+                 cluster_by: str | Sequence[str] | None = None, control=None):
+        df = _to_pandas(data)
+        duplicated = df.columns[df.columns.duplicated()].tolist()
+        if duplicated:
+            raise ValidationError(f"data: duplicated column names {duplicated}")
+        if len(df) < 2:
+            raise ValidationError(f"data: needs at least 2 rows, got {len(df)}")
+        self._df = df
+        self.intent_to_treat = intent_to_treat
+        self.treated = treated
+        self.propensity = propensity
+        self.instrument = instrument
+        self.cluster_by = [cluster_by] if isinstance(cluster_by, str) else (
+            list(cluster_by) if cluster_by is not None else None)
+
+        assign = _column(df, intent_to_treat, "intent_to_treat")
+        labels = pd.unique(assign.to_numpy())
+        if len(labels) < 2:
+            raise ValidationError(f"intent_to_treat: column {intent_to_treat!r} has a single arm "
+                                  f"({labels[0]!r}); an experiment needs at least two")
+        try:
+            labels = sorted(labels.tolist())
+        except TypeError:
+            labels = sorted(labels.tolist(), key=str)
+        self.control = self._pick_control(labels, control)
+        self.arms = tuple([self.control] + [a for a in labels if a != self.control])
+        self.arm_codes = pd.Categorical(assign.to_numpy(), categories=list(self.arms)).codes.astype(np.int64)
+        self.n_arms = len(self.arms) - 1
+
+        self.dose = None  # binary design: received treatment in [0, 1]
+        self.treated_codes = None  # multi-arm design: received arm codes
+        if treated is not None and treated != intent_to_treat:
+            self._read_treated(df, treated)
+        self.instrument_codes = self.arm_codes
+        if instrument is not None and instrument != intent_to_treat:
+            inst = _column(df, instrument, "instrument")
+            codes = pd.Categorical(inst.to_numpy(), categories=list(self.arms)).codes
+            if (codes < 0).any():
+                raise ValidationError(f"instrument: column {instrument!r} has values that are not "
+                                      f"arms of {intent_to_treat!r} ({list(self.arms)})")
+            self.instrument_codes = codes.astype(np.int64)
+        self.is_iv = self.dose is not None or self.treated_codes is not None
+
+        self.weights = None
+        self.expected_allocation = None
+        self._read_propensity(df, propensity)
+
+        self.cluster_codes, self.n_clusters = None, None
+        if self.cluster_by is not None:
+            self._read_clusters(df)
+        self.design = self._describe()
+
+    # -- validation helpers -------------------------------------------------------------
+    def _pick_control(self, labels: list, control):
+        if control is not None:
+            if control not in labels:
+                raise ValidationError(f"control: {control!r} is not an arm of {self.intent_to_treat!r} "
+                                      f"(arms: {labels})")
+            return control
+        for candidate in (0, "control"):  # 0 also matches False
+            for label in labels:
+                if isinstance(label, str) == isinstance(candidate, str) and label == candidate:
+                    return label
+        if len(labels) == 2:
+            return labels[0]
+        raise ValidationError(f"control: intent_to_treat {self.intent_to_treat!r} has {len(labels)} arms "
+                              f"{labels}; name the control arm with control=")
+
+    def _read_treated(self, df: pd.DataFrame, name: str) -> None:
+        treated = _column(df, name, "treated")
+        if self.n_arms == 1:
+            if not (_is_numeric(treated) or pd.api.types.is_bool_dtype(treated)):
+                raise ValidationError(f"treated: column {name!r} must be numeric in [0, 1] for a two-arm design")
+            dose = treated.to_numpy(dtype=float)
+            if dose.min() < 0 or dose.max() > 1:
+                raise ValidationError(f"treated: column {name!r} has values outside [0, 1] "
+                                      f"(min {dose.min():g}, max {dose.max():g})")
+            if np.ptp(dose) == 0:
+                raise ValidationError(f"treated: column {name!r} has no variation (always {dose[0]:g})")
+            if not np.array_equal(dose, self.arm_codes.astype(float)):
+                self.dose = dose
+            return
+        codes = pd.Categorical(treated.to_numpy(), categories=list(self.arms)).codes
+        if (codes < 0).any():
+            raise ValidationError(f"treated: column {name!r} has values that are not arms of "
+                                  f"{self.intent_to_treat!r} ({list(self.arms)})")
+        if len(np.unique(codes)) < 2:
+            raise ValidationError(f"treated: column {name!r} has no variation")
+        if not np.array_equal(codes, self.arm_codes):
+            self.treated_codes = codes.astype(np.int64)
+
+    def _read_propensity(self, df: pd.DataFrame, propensity) -> None:
+        if propensity is None:
+            return
+        if isinstance(propensity, str):
+            column = _column(df, propensity, "propensity")
+            if not _is_numeric(column):
+                raise ValidationError(f"propensity: column {propensity!r} is not numeric")
+            values = column.to_numpy(dtype=float)
+            if values.min() <= 0 or values.max() >= 1:
+                raise ValidationError(f"propensity: column {propensity!r} has values outside (0, 1) "
+                                      f"(min {values.min():g}, max {values.max():g})")
+            self.weights = 1.0 / values
+            return
+        if isinstance(propensity, Mapping):
+            shares = {a: float(propensity[a]) for a in propensity}
+            unknown = [a for a in shares if a not in self.arms]
+            if unknown or set(shares) != set(self.arms):
+                raise ValidationError(f"propensity: the mapping must give a share for every arm {list(self.arms)}")
+            if any(not 0 < s < 1 for s in shares.values()) or abs(sum(shares.values()) - 1) > 1e-9:
+                raise ValidationError("propensity: shares must be in (0, 1) and sum to 1")
+            self.expected_allocation = {a: shares[a] for a in self.arms}
+            return
+        if isinstance(propensity, (int, float, np.floating)) and not isinstance(propensity, bool):
+            if self.n_arms != 1:
+                raise ValidationError("propensity: a number is only meaningful with two arms; "
+                                      "give a mapping arm -> share or a column")
+            if not 0 < float(propensity) < 1:
+                raise ValidationError(f"propensity: {propensity!r} is outside (0, 1)")
+            p = float(propensity)
+            self.expected_allocation = {self.arms[0]: 1 - p, self.arms[1]: p}
+            return
+        raise ValidationError(f"propensity: expected a column name, a number or a mapping, got {propensity!r}")
+
+    def _read_clusters(self, df: pd.DataFrame) -> None:
+        if not self.cluster_by:
+            raise ValidationError("cluster_by: empty list of columns")
+        columns = [_column(df, c, "cluster_by") for c in self.cluster_by]
+        if len(columns) == 1:
+            codes, uniques = pd.factorize(columns[0], sort=False)
+            n_clusters = len(uniques)
+        else:
+            codes = pd.MultiIndex.from_arrays(columns).factorize()[0]
+            n_clusters = int(codes.max()) + 1
+        if n_clusters < 2:
+            raise ValidationError(f"cluster_by: {self.cluster_by} defines a single cluster")
+        self.cluster_codes, self.n_clusters = codes.astype(np.int64), int(n_clusters)
+        per_cluster = pd.Series(self.arm_codes).groupby(self.cluster_codes).nunique()
+        mixed = int((per_cluster > 1).sum())
+        if mixed:
+            warnings.warn(f"cluster_by {self.cluster_by}: {mixed} of {n_clusters} clusters contain "
+                          "more than one assigned arm; is cluster_by the unit of randomisation?",
+                          DesignWarning, stacklevel=3)
+
+    def _describe(self) -> Design:
+        counts = np.bincount(self.arm_codes, minlength=len(self.arms))
+        allocation = {a: counts[j] / len(self.arm_codes) for j, a in enumerate(self.arms)}
+        compliance = None
+        if self.dose is not None:
+            treated_share = self.arm_codes == 1
+            compliance = float(self.dose[treated_share].mean() - self.dose[~treated_share].mean())
+        elif self.treated_codes is not None:
+            compliance = float(np.mean(self.treated_codes == self.arm_codes))
+        return Design(ab=not (self.is_iv or self.cluster_by or self.weights is not None),
+                      encouragement=self.is_iv, cluster=self.cluster_by is not None,
+                      adaptive=self.weights is not None, arms=self.arms, control=self.control,
+                      compliance_rate=compliance, n_units=len(self.arm_codes),
+                      n_clusters=self.n_clusters, allocation=allocation,
+                      expected_allocation=self.expected_allocation)
+
+    # -- grammar ----------------------------------------------------------------------
+    @property
+    def data(self) -> pd.DataFrame:
+        """The table as given (pandas view; never modified)."""
+        return self._df
+
+    def add_metric(self, y: str | Sequence[str], exogenous_covariates: Sequence[str] | None = None,
+                   *, exogeneous_covariates: Sequence[str] | None = None):
+        """Name the outcome metric(s) and pre-treatment covariates; returns a ``MetricSpec``.
+
+        ``exogeneous_covariates`` (the seed paper's spelling) is accepted as an alias.
+        Numeric covariates enter as they are; text, boolean and categorical ones are
+        expanded once into indicators of every level but the first. See
+        :class:`causalflow.models.linear.MetricSpec`.
+        """
+        from .models.spec import MetricSpec
+        if exogenous_covariates is not None and exogeneous_covariates is not None:
+            raise ValidationError("give exogenous_covariates or its alias exogeneous_covariates, not both")
+        covariates = exogenous_covariates if exogenous_covariates is not None else exogeneous_covariates
+        return MetricSpec.build(self, y, covariates)
+
+    def __repr__(self) -> str:
+        return f"ExperimentData({self.design.n_units} rows)\n{self.design}"

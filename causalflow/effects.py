@@ -1,0 +1,142 @@
+"""``Effects``: the typed record of the effects of one ``infer_effect`` call.
+
+One serialisation path: :meth:`Effects.to_dicts` feeds ``to_frame``, ``summary``,
+``to_markdown``, ``_repr_html_`` and the JSON form ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["Effects", "COLUMNS"]
+
+COLUMNS = ("metric", "arm", "condition", "estimand", "estimate", "std_error", "ci_lower",
+           "ci_upper", "p_value", "av_p_value", "av_ci_lower", "av_ci_upper", "n")
+
+
+def _plain(value):
+    """A JSON-ready Python scalar."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Effects:
+    """Effects of every metric x arm x condition (x estimand) of one call, with their joint covariance.
+
+    Attributes
+    ----------
+    records : tuple of dict
+        Per effect: metric, arm, condition, estimand, estimate, n, dof (residual degrees of
+        freedom: n - p, or clusters - 1 with clustered covariances), n_clusters.
+    cov : (m, m) ndarray
+        Joint covariance of the m estimates (same order as ``records``).
+    alpha : float
+        1 - confidence level of the intervals.
+    model : the fitted model the effects come from (for projections and new conditions).
+    conditions : tuple of the condition texts (None for the average effect).
+    """
+
+    records: tuple
+    cov: np.ndarray
+    alpha: float
+    model: object
+    conditions: tuple
+
+    @classmethod
+    def _from_fit(cls, records, cov, alpha, model, conditions) -> "Effects":
+        cov = np.array(cov, dtype=float)
+        cov.setflags(write=False)
+        return cls(tuple(records), cov, float(alpha), model, tuple(conditions))
+
+    # -- numbers -------------------------------------------------------------------------
+    @property
+    def estimate(self) -> np.ndarray:
+        return np.array([r["estimate"] for r in self.records])
+
+    @property
+    def std_error(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _anytime_columns(self) -> dict:
+        """Anytime-valid p-values and confidence sequences (filled by the anytime-valid module)."""
+        nan = np.full(len(self.records), np.nan)
+        return {"av_p_value": nan, "av_ci_lower": nan, "av_ci_upper": nan}
+
+    def to_dicts(self) -> list[dict]:
+        """One dict per effect with every column of :data:`COLUMNS` (the one serialisation path)."""
+        est, se = self.estimate, self.std_error
+        z = stats.norm.ppf(1 - self.alpha / 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_value = 2 * stats.norm.sf(np.abs(est / se))
+        av = self._anytime_columns()
+        out = []
+        for i, r in enumerate(self.records):
+            out.append({"metric": r["metric"], "arm": _plain(r["arm"]), "condition": r["condition"],
+                        "estimand": r["estimand"], "estimate": est[i], "std_error": se[i],
+                        "ci_lower": est[i] - z * se[i], "ci_upper": est[i] + z * se[i],
+                        "p_value": p_value[i], "av_p_value": av["av_p_value"][i],
+                        "av_ci_lower": av["av_ci_lower"][i], "av_ci_upper": av["av_ci_upper"][i],
+                        "n": int(r["n"])})
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per metric x arm x condition (x estimand)."""
+        return pd.DataFrame(self.to_dicts(), columns=list(COLUMNS))
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (the form the agent tools return)."""
+        return {"alpha": self.alpha,
+                "columns": list(COLUMNS),
+                "effects": [{k: _plain(v) for k, v in row.items()} for row in self.to_dicts()],
+                "covariance": [[_plain(v) for v in row] for row in self.cov]}
+
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        header = ["metric", "arm", "condition", "estimand", "estimate", "std_error",
+                  f"{1 - self.alpha:.0%} CI", "p_value", "av_p_value", "n"]
+        body = []
+        for r in self.to_dicts():
+            body.append([str(r["metric"]), str(r["arm"]), str(r["condition"]), r["estimand"],
+                         f"{r['estimate']:.4g}", f"{r['std_error']:.3g}",
+                         f"[{r['ci_lower']:.4g}, {r['ci_upper']:.4g}]", f"{r['p_value']:.3g}",
+                         f"{r['av_p_value']:.3g}", f"{r['n']:,}"])
+        return header, body
+
+    def to_markdown(self) -> str:
+        header, body = self._table()
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """A readable fixed-width table."""
+        header, body = self._table()
+        widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
+        fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
+        lines = [fmt.format(*header), "  ".join("-" * w for w in widths)]
+        lines += [fmt.format(*row) for row in body]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        header, body = self._table()
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+    def __repr__(self) -> str:
+        return self.summary()

@@ -1,0 +1,80 @@
+"""Sandwich covariances of delta-vector contrasts, without n x p x K score arrays.
+
+For one outcome k, the covariance of the coefficients is :math:`V_k = c\\, A M_k A` with
+the meat :math:`M_k = \\sum_g S_{gk} S_{gk}'`, :math:`S_{gk} = \\sum_{i \\in g} w_i e_{ik}
+\\hat x_i` (HC: every row is its own cluster). For contrasts :math:`D_m` (m x p) the
+covariance is :math:`D_m V_k D_m'`, and row i enters only through
+
+.. math:: u_i = w_i \\, z_i' \\Pi A D_m' \\quad (1 \\times m),
+
+so the cluster sums :math:`T_{g} = \\sum_{i\\in g} u_i \\otimes e_i` (m K values per cluster)
+and their Gram matrix give the joint covariance of all m effects of all K outcomes, at a
+cost linear in n and without forming per-metric score matrices.
+
+Small-sample factors c (Stata; R ``sandwich::vcovHC`` / ``vcovCL`` with ``type="HC1"``;
+linearmodels ``debiased=True``):
+
+=====  =============================================
+HC0    1
+HC1    n / (n - p)
+CR0    1
+CR1    G / (G - 1) * (n - 1) / (n - p)
+=====  =============================================
+
+with n rows, p regressors and G clusters (for a metric with missing values: its complete
+rows and the clusters with at least one of them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["CovType", "small_sample_factor", "ScoreAccumulator"]
+
+CovType = Literal["HC0", "HC1", "CR0", "CR1"]
+
+
+def small_sample_factor(cov_type: CovType, n: int, p: int, n_clusters: int | None) -> float:
+    """The factor c of the table above.
+
+    Examples
+    --------
+    >>> small_sample_factor("CR1", n=100, p=4, n_clusters=10)  # 10/9 * 99/96
+    1.1458333333333333
+    """
+    if cov_type in ("HC0", "CR0"):
+        return 1.0
+    if cov_type == "HC1":
+        return n / (n - p)
+    return n_clusters / (n_clusters - 1) * (n - 1) / (n - p)
+
+
+class ScoreAccumulator:
+    """Accumulates the meat of contrast influences over row blocks.
+
+    Call :meth:`add` once per block with ``scores`` (nb x M: the products u_i e_ik for all
+    M effect-metric columns) and, for clustered covariances, the block's cluster codes.
+    Blocks must arrive sorted by cluster code when clustered (see ``sorted_codes``), so that
+    each cluster's sum is formed by ``np.add.reduceat`` in one contiguous run.
+    :meth:`gram` returns the uncorrected meat (M x M).
+    """
+
+    def __init__(self, n_columns: int, n_clusters: int | None):
+        self._gram = np.zeros((n_columns, n_columns))
+        self._clustered = n_clusters is not None
+        if self._clustered:
+            self._sums = np.zeros((n_clusters, n_columns))
+
+    def add(self, scores: np.ndarray, codes: np.ndarray | None = None) -> None:
+        if not self._clustered:
+            self._gram += scores.T @ scores
+            return
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        self._sums[codes[starts]] += np.add.reduceat(scores, starts, axis=0)
+
+    def gram(self) -> np.ndarray:
+        if self._clustered:
+            return self._sums.T @ self._sums
+        return self._gram

@@ -1,0 +1,399 @@
+"""``LinearModel``: the one generalized 2SLS solver for every design, all metrics at once.
+
+A fit walks the rows twice at most: one pass accumulates the weighted cross-products
+Z'WZ, Z'WX, Z'WY of every metric (:mod:`causalflow.linalg.twosls`), and each
+``infer_effect`` call makes one pass that forms the cluster (or row) sums of the
+influence of every requested contrast on every metric (:mod:`causalflow.linalg.sandwich`).
+Metrics with the same missing rows share all work; a metric with missing values uses its
+complete rows only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ..design import regressor_names
+from ..errors import ValidationError
+from ..expr import parse_condition
+from ..linalg.sandwich import CovType, ScoreAccumulator, small_sample_factor
+from ..linalg.twosls import Moments, TwoSLSFit, solve_2sls
+
+__all__ = ["LinearModel", "LinearModelResults"]
+
+FitKind = Literal["itt", "iv"]
+
+
+class LinearModel:
+    """Generalized 2SLS with heteroskedasticity- or cluster-robust sandwich covariances.
+
+    OLS for an A/B test, 2SLS for an encouragement design (the assignment instruments the
+    treatment received), inverse-propensity weights for an adaptive design, clustered
+    covariances for a cluster design; any mix. Covariates enter centred at their (weighted)
+    mean and interacted with the arm indicators (Lin 2013), so the arm coefficient is the
+    average effect and conditional effects are identified.
+
+    Parameters
+    ----------
+    cov_type : {"HC0", "HC1", "CR0", "CR1"}, optional
+        Default ``"CR1"`` when the data have ``cluster_by``, else ``"HC1"``. The covariance of
+        metric k is :math:`c\\,A M_k A` with bread :math:`A = (\\hat X'W\\hat X)^{-1}`, meat
+        :math:`M_k = \\sum_g S_{gk} S_{gk}'` and small-sample factor c: HC0 1, HC1 n/(n-p),
+        CR0 1, CR1 G/(G-1) (n-1)/(n-p) (Stata; R ``sandwich`` ``type="HC1"``).
+
+    Notes
+    -----
+    Estimands: in an A/B test the arm coefficient is the average treatment effect
+    (``ATE``; ``CATE`` in a subgroup). In an encouragement design two fits share the
+    cross-products: the reduced form gives the intent-to-treat effect (``ITT``: the effect
+    of being *assigned / encouraged*, the policy question "what happens if we roll out the
+    encouragement?"), and 2SLS gives the local average treatment effect (``LATE``: the
+    effect of *taking* the treatment among compliers, Imbens & Angrist 1994; with one-sided
+    non-compliance, where controls cannot take the treatment, it is the effect on the
+    treated).
+
+    References
+    ----------
+    Lin, W. (2013). Agnostic notes on regression adjustments to experimental data.
+    Annals of Applied Statistics 7(1), 295-318.
+    """
+
+    def __init__(self, cov_type: CovType | None = None):
+        if cov_type is not None and cov_type not in ("HC0", "HC1", "CR0", "CR1"):
+            raise ValidationError(f"cov_type: expected one of HC0, HC1, CR0, CR1, got {cov_type!r}")
+        self.cov_type = cov_type
+
+    def __repr__(self) -> str:
+        return f"LinearModel(cov_type={self.cov_type!r})"
+
+    def fit_spec(self, spec) -> "LinearModelResults":
+        data = spec.data
+        cov_type = self.cov_type or ("CR1" if data.cluster_codes is not None else "HC1")
+        if cov_type.startswith("CR") and data.cluster_codes is None:
+            raise ValidationError(f"cov_type: {cov_type} needs cluster_by on ExperimentData")
+        return LinearModelResults._fit(spec, cov_type, self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Metrics that share their complete rows, and their fits."""
+
+    rows: np.ndarray | None  # None: every row
+    member: np.ndarray | None  # bool (n,) when rows is not None
+    metrics: tuple  # indices into spec.metrics
+    mu: np.ndarray  # covariate centring (q,)
+    n: int
+    n_clusters: int | None
+    fits: dict  # "itt" / "iv" -> TwoSLSFit
+
+
+def _missing_groups(outcomes: tuple) -> list[tuple[np.ndarray | None, tuple]]:
+    """Group metric indices by their pattern of missing rows."""
+    patterns: dict[bytes, list[int]] = {}
+    masks: dict[bytes, np.ndarray] = {}
+    for k, y in enumerate(outcomes):
+        finite = ~np.isnan(y)
+        key = b"all" if finite.all() else np.packbits(finite).tobytes()
+        patterns.setdefault(key, []).append(k)
+        masks[key] = finite
+    return [(None if key == b"all" else np.flatnonzero(masks[key]), tuple(ks))
+            for key, ks in patterns.items()]
+
+
+class LinearModelResults:
+    """A fitted :class:`LinearModel`: coefficients of every metric, effects on demand.
+
+    Attributes
+    ----------
+    spec : MetricSpec
+    cov_type : str
+    names : list of str, the p regressor names
+    """
+
+    def __init__(self, spec, cov_type: str, estimator, source, groups: list[_Group], names: list[str]):
+        self.spec = spec
+        self.cov_type = cov_type
+        self.estimator = estimator
+        self._source = source
+        self._groups = groups
+        self.names = names
+
+    # -- fitting ---------------------------------------------------------------------
+    @classmethod
+    def _fit(cls, spec, cov_type: str, estimator) -> "LinearModelResults":
+        source = spec.source()
+        data = spec.data
+        arm_names = [f"{data.intent_to_treat}[{a}]" for a in data.arms[1:]]
+        names = regressor_names(arm_names, spec.covariates.names)
+        groups = []
+        for rows, metrics in _missing_groups(source.outcomes):
+            n = source.n if rows is None else len(rows)
+            p = len(names)
+            if n <= p:
+                raise ValidationError(f"y: metric(s) {[spec.metrics[k] for k in metrics]} have {n} "
+                                      f"complete rows for {p} parameters")
+            mu = spec.covariates.means(rows, source.weights)
+            moments = None
+            for block in source.row_blocks(rows):
+                Z, X, Y, w = source.block(block, mu, metrics)
+                Zw = Z if w is None else Z * w[:, None]
+                part = Moments(Zw.T @ Z, None if X is None else Zw.T @ X, Zw.T @ Y, None, len(Z))
+                moments = part if moments is None else moments + part
+            fits = {"itt": solve_2sls(Moments(moments.zwz, None, moments.zwy, None, n), names)}
+            if source.iv:
+                fits["iv"] = solve_2sls(moments, names)
+            n_clusters = None
+            if source.clusters is not None:
+                codes = source.clusters if rows is None else source.clusters[rows]
+                n_clusters = int(np.count_nonzero(np.bincount(codes, minlength=source.n_clusters)))
+                if n_clusters < 2:
+                    raise ValidationError(f"y: metric(s) {[spec.metrics[k] for k in metrics]} have "
+                                          "complete rows in a single cluster")
+            member = None
+            if rows is not None:
+                member = np.zeros(source.n, dtype=bool)
+                member[rows] = True
+            groups.append(_Group(rows, member, metrics, mu, n, n_clusters, fits))
+        return cls(spec, cov_type, estimator, source, groups, names)
+
+    # -- coefficients ------------------------------------------------------------------
+    @property
+    def metrics(self) -> tuple:
+        return self.spec.metrics
+
+    @property
+    def fit_kinds(self) -> tuple:
+        """``("itt",)``, or ``("itt", "iv")`` for an encouragement design."""
+        return ("itt", "iv") if self._source.iv else ("itt",)
+
+    def _check_kind(self, kind) -> str:
+        kind = kind or self.fit_kinds[-1]
+        if kind not in self.fit_kinds:
+            raise ValidationError(f"kind: {kind!r} is not fitted; available: {self.fit_kinds}")
+        return kind
+
+    def _fit_of(self, kind: FitKind):
+        for g in self._groups:
+            for position, k in enumerate(g.metrics):
+                yield k, g, g.fits[kind], position
+
+    def params(self, kind: FitKind | None = None) -> pd.DataFrame:
+        """Coefficients (p x K frame): 2SLS for an encouragement design unless ``kind="itt"``."""
+        kind = self._check_kind(kind)
+        out = np.empty((len(self.names), len(self.metrics)))
+        for k, _, fit, pos in self._fit_of(kind):
+            out[:, k] = fit.coef[:, pos]
+        return pd.DataFrame(out, index=self.names, columns=list(self.metrics))
+
+    @cached_property
+    def _coef_cov(self) -> dict:
+        p = len(self.names)
+        out = {}
+        for kind in self.fit_kinds:
+            requests = [(gi, kind, np.eye(p)) for gi in range(len(self._groups))]
+            cov, layout = self._contrast_cov(requests)
+            per_metric = np.empty((len(self.metrics), p, p))
+            for (gi, _, _), (start, m, K) in zip(requests, layout):
+                for pos, k in enumerate(self._groups[gi].metrics):
+                    idx = start + np.arange(m) * K + pos
+                    per_metric[k] = cov[np.ix_(idx, idx)]
+            out[kind] = per_metric
+        return out
+
+    def cov_params(self, kind: FitKind | None = None) -> dict:
+        """Covariance of the coefficients, one (p x p) frame per metric."""
+        kind = self._check_kind(kind)
+        return {m: pd.DataFrame(self._coef_cov[kind][k], index=self.names, columns=self.names)
+                for k, m in enumerate(self.metrics)}
+
+    def std_errors(self, kind: FitKind | None = None) -> pd.DataFrame:
+        """Standard errors of the coefficients (p x K frame)."""
+        kind = self._check_kind(kind)
+        se = np.sqrt(np.einsum("kii->ik", self._coef_cov[kind]))
+        return pd.DataFrame(se, index=self.names, columns=list(self.metrics))
+
+    # -- the contrast pass -------------------------------------------------------------
+    @cached_property
+    def _cluster_order(self) -> np.ndarray | None:
+        if self.cov_type.startswith("HC"):
+            return None
+        return np.argsort(self._source.clusters, kind="stable")
+
+    def _contrast_cov(self, requests: list) -> tuple[np.ndarray, list]:
+        """Joint covariance of the contrasts ``requests = [(group, kind, D (m x p)), ...]``.
+
+        Returns the (M x M) covariance over columns ordered request by request, then
+        contrast, then metric of the group, and the layout [(start, m, K), ...].
+        """
+        source = self._source
+        layout, start = [], 0
+        for gi, _, D in requests:
+            m, K = D.shape[0], len(self._groups[gi].metrics)
+            layout.append((start, m, K))
+            start += m * K
+        total = start
+        clustered = self.cov_type.startswith("CR")
+        acc = ScoreAccumulator(total, source.n_clusters if clustered else None)
+        partial = any(self._groups[gi].rows is not None for gi, _, _ in requests)
+        influence = [self._groups[gi].fits[kind].influence @ D.T for gi, kind, D in requests]
+        width = total + 3 * len(self.names) + len(self.metrics)
+        order = self._cluster_order
+        for rows in source.row_blocks(order, width):
+            nb = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
+            scores = np.zeros((nb, total)) if partial else np.empty((nb, total))
+            built = {}
+            for r, (gi, kind, _) in enumerate(requests):
+                g = self._groups[gi]
+                if gi not in built:
+                    sel = None
+                    sub = rows
+                    if g.rows is not None:
+                        index = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+                        sel = g.member[index]
+                        sub = index[sel]
+                    built[gi] = (sel, source.block(sub, g.mu, g.metrics))
+                sel, (Z, X, Y, w) = built[gi]
+                fit: TwoSLSFit = g.fits[kind]
+                E = Y - (X if kind == "iv" else Z) @ fit.coef
+                U = Z @ influence[r]
+                if w is not None:
+                    U *= w[:, None]
+                s, m, K = layout[r]
+                block = (U[:, :, None] * E[:, None, :]).reshape(len(Z), m * K)
+                if sel is None:
+                    scores[:, s:s + m * K] = block
+                else:
+                    scores[sel, s:s + m * K] = block
+            acc.add(scores, source.clusters[rows] if clustered else None)
+        factor = np.empty(total)
+        p = len(self.names)
+        for (gi, _, _), (s, m, K) in zip(requests, layout):
+            g = self._groups[gi]
+            factor[s:s + m * K] = small_sample_factor(self.cov_type, g.n, p, g.n_clusters)
+        root = np.sqrt(factor)
+        return acc.gram() * np.outer(root, root), layout
+
+    # -- effects -----------------------------------------------------------------------
+    def infer_effect(self, condition_on=None, alpha: float = 0.05):
+        """Effects of every arm vs control on every metric, overall or in subgroups.
+
+        Each effect is a delta-vector contrast of the coefficients b_k of metric k:
+        estimate :math:`d'b_k`, variance :math:`d'V_kd`. The average effect of arm j is
+        :math:`d = e_{D_j}` (covariates are centred); in a subgroup S,
+        :math:`d = e_{D_j} + \\sum_l \\bar x_{S,l}\\, e_{D_j \\times X_l}` with
+        :math:`\\bar x_S` the (weighted) mean of the centred covariates over S, taken as
+        fixed (a conditional-on-covariates effect). The joint covariance of every effect
+        of the call, across arms, conditions, estimands and metrics, is kept on the result.
+
+        Parameters
+        ----------
+        condition_on : str or list of str, optional
+            Subgroups in the safe expression language of :mod:`causalflow.expr`, over the
+            covariates' columns.
+        alpha : float
+            1 - confidence level of the intervals (normal approximation).
+
+        Returns
+        -------
+        Effects
+        """
+        from ..effects import Effects
+        if not 0 < alpha < 1:
+            raise ValidationError(f"alpha: {alpha!r} is outside (0, 1)")
+        conditions = self._parse_conditions(condition_on)
+        J = self._source.n_arms
+        q = self.spec.covariates.q
+        p = len(self.names)
+        data = self.spec.data
+        requests, meta = [], []
+        originals = self.spec.covariates.original() if conditions[0] is not None else None
+        for gi, g in enumerate(self._groups):
+            rows_in = np.ones(self._source.n, bool) if g.member is None else g.member
+            deltas, sizes = [], []
+            for cond in conditions:
+                if cond is None:
+                    xbar, size = np.zeros(q), g.n
+                else:
+                    mask = cond.evaluate(originals) & rows_in
+                    size = int(mask.sum())
+                    if size == 0:
+                        raise ValidationError(f"condition_on {cond.text!r}: selects no rows"
+                                              + ("" if g.member is None else " with this metric observed"))
+                    xbar = self.spec.covariates.means(np.flatnonzero(mask), self._source.weights) - g.mu
+                for j in range(1, J + 1):
+                    d = np.zeros(p)
+                    d[j] = 1.0
+                    d[1 + J + q + (j - 1) * q:1 + J + q + j * q] = xbar
+                    deltas.append(d)
+                    sizes.append(size)
+            D = np.array(deltas)
+            for kind in self.fit_kinds:
+                requests.append((gi, kind, D))
+                meta.append((g, kind, sizes))
+        cov, layout = self._contrast_cov(requests)
+        rows, index = [], []
+        for (gi, kind, D), (g, _, sizes), (s, m, K) in zip(requests, meta, layout):
+            estimates = D @ g.fits[kind].coef  # (m, K)
+            for c_i, cond in enumerate(conditions):
+                for j in range(J):
+                    row = c_i * J + j
+                    for pos, k in enumerate(g.metrics):
+                        label = self._estimand(kind, cond is not None)
+                        rows.append(dict(metric=self.metrics[k], arm=data.arms[j + 1],
+                                         condition="all" if cond is None else cond.text,
+                                         estimand=label, estimate=float(estimates[row, pos]),
+                                         n=sizes[row], dof=self._dof(g),
+                                         n_clusters=g.n_clusters, _sort=(k, j, c_i, kind)))
+                        index.append(s + row * K + pos)
+        order = sorted(range(len(rows)), key=lambda i: rows[i]["_sort"])
+        index = np.asarray(index)[order]
+        records = [rows[i] for i in order]
+        for r in records:
+            del r["_sort"]
+        return Effects._from_fit(records, cov[np.ix_(index, index)], alpha, self,
+                                 [None if c is None else c.text for c in conditions])
+
+    def _estimand(self, kind: str, conditional: bool) -> str:
+        if kind == "iv":
+            return "LATE"
+        if self._source.iv:
+            return "ITT"
+        return "CATE" if conditional else "ATE"
+
+    def _dof(self, g: _Group) -> int:
+        if self.cov_type.startswith("CR"):
+            return g.n_clusters - 1
+        return g.n - len(self.names)
+
+    infer_effects = infer_effect
+
+    def _parse_conditions(self, condition_on) -> list:
+        if condition_on is None:
+            return [None]
+        if isinstance(condition_on, str):
+            condition_on = [condition_on]
+        if not len(condition_on):
+            raise ValidationError("condition_on: empty list; omit it for the average effect")
+        known = set(self.spec.covariates.sources)
+        parsed = []
+        for text in condition_on:
+            cond = parse_condition(text)
+            unknown = sorted(cond.columns - known)
+            if unknown:
+                where = text.find(unknown[0])
+                raise ValidationError(
+                    f"condition_on expression {text!r} at position {where}: column {unknown[0]!r} "
+                    f"is not a covariate of this model (covariates: {sorted(known)}); add it to "
+                    "exogenous_covariates to condition on it")
+            parsed.append(cond)
+        if len({c.text for c in parsed}) != len(parsed):
+            raise ValidationError("condition_on: a condition is listed twice")
+        return parsed
+
+    def __repr__(self) -> str:
+        return (f"LinearModelResults({len(self.metrics)} metric(s), {len(self.names)} parameters, "
+                f"cov_type={self.cov_type!r}, fits={self.fit_kinds})")

@@ -1,0 +1,115 @@
+"""``MetricSpec``: metrics and covariates of an experiment, ready to fit (an immutable builder)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..design import Covariates, DesignSource
+from ..errors import ValidationError
+
+__all__ = ["MetricSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """The metrics (outcomes) and pre-treatment covariates of one analysis.
+
+    Made by :meth:`ExperimentData.add_metric`; :meth:`fit` turns it into a fitted model.
+
+    Attributes
+    ----------
+    data : ExperimentData
+    metrics : tuple of str
+    covariates : Covariates
+    """
+
+    data: object
+    metrics: tuple
+    covariates: Covariates
+
+    @classmethod
+    def build(cls, data, y, covariates) -> "MetricSpec":
+        df = data.data
+        metrics = [y] if isinstance(y, str) else list(y) if y is not None else []
+        if not metrics:
+            raise ValidationError("y: name at least one metric column")
+        roles = {data.intent_to_treat: "intent_to_treat"}
+        for role in ("treated", "instrument"):
+            if getattr(data, role) is not None:
+                roles[getattr(data, role)] = role
+        if isinstance(data.propensity, str):
+            roles[data.propensity] = "propensity"
+        for name in data.cluster_by or []:
+            roles[name] = "cluster_by"
+        for name in metrics:
+            if not isinstance(name, str):
+                raise ValidationError(f"y: expected column names, got {name!r}")
+            if name not in df.columns:
+                raise ValidationError(f"y: column {name!r} is not in the data")
+            if name in roles:
+                raise ValidationError(f"y: column {name!r} is the {roles[name]}, not a metric")
+            series = df[name]
+            if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+                raise ValidationError(f"y: metric {name!r} is not numeric (dtype {series.dtype})")
+            values = series.to_numpy(dtype=float, na_value=np.nan)
+            if np.isinf(values).any():
+                raise ValidationError(f"y: metric {name!r} has infinite values")
+            if np.isnan(values).all():
+                raise ValidationError(f"y: metric {name!r} has no non-missing values")
+        if len(set(metrics)) != len(metrics):
+            raise ValidationError(f"y: a metric is listed twice in {metrics}")
+        roles.update({m: "metric" for m in metrics})
+        if isinstance(covariates, str):
+            covariates = [covariates]
+        cov = Covariates.from_frame(df, list(covariates or []), roles)
+        spec = cls(data, tuple(metrics), cov)
+        spec._check_covariates()
+        return spec
+
+    def _check_covariates(self) -> None:
+        """Constant or collinear covariates are named before any fitting."""
+        from ..linalg.twosls import check_full_rank
+        if self.covariates.q < 2:
+            return
+        centred_gram = np.zeros((self.covariates.q, self.covariates.q))
+        mu = self.covariates.means(None, None)
+        for start in range(0, len(self.data.arm_codes), 1 << 16):
+            block = self.covariates.raw(slice(start, min(start + (1 << 16), len(self.data.arm_codes)))) - mu
+            centred_gram += block.T @ block
+        try:
+            check_full_rank(centred_gram, list(self.covariates.names), "exogenous_covariates")
+        except ValidationError as exc:
+            raise ValidationError(str(exc).replace("the design is singular", "covariates are collinear")) from None
+
+    def source(self) -> DesignSource:
+        df, d = self.data.data, self.data
+        outcomes = tuple(df[m].to_numpy(dtype=float, na_value=np.nan) for m in self.metrics)
+        return DesignSource(assign=d.instrument_codes, dose=d.dose, treated=d.treated_codes,
+                            n_arms=d.n_arms, covariates=self.covariates, weights=d.weights,
+                            clusters=d.cluster_codes, n_clusters=d.n_clusters, outcomes=outcomes)
+
+    def fit(self, estimator, **options):
+        """Fit the metrics with ``estimator`` (a class, built with ``options``, or an instance).
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, causalflow as cf
+        >>> rng = np.random.default_rng(1)
+        >>> df = pd.DataFrame({"t": rng.integers(0, 2, 200), "x": rng.normal(size=200)})
+        >>> df["y"] = 1.0 + 0.5 * df.t + df.x + rng.normal(size=200)
+        >>> model = cf.ExperimentData(df, intent_to_treat="t").add_metric(
+        ...     y="y", exogenous_covariates=["x"]).fit(cf.LinearModel)
+        >>> round(float(model.infer_effect().to_frame().estimate[0]), 2)
+        0.43
+        """
+        if isinstance(estimator, type):
+            estimator = estimator(**options)
+        elif options:
+            raise ValidationError(f"fit: options {sorted(options)} are only accepted with an estimator class")
+        if not hasattr(estimator, "fit_spec"):
+            raise ValidationError(f"fit: {estimator!r} is not a causalflow estimator")
+        return estimator.fit_spec(self)

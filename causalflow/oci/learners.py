@@ -1,0 +1,163 @@
+"""The learner registry of the OCI runner: name -> factory(seed) for propensity and outcome models.
+
+A learner entry has two factories, one making a probabilistic classifier (the
+propensity model ``P(T = 1 | X)``) and one making a regressor (the outcome model
+``E[Y | X, T = t]``, fitted separately per arm). Every factory takes the seed and
+returns a fresh, unfitted scikit-learn compatible estimator, so the same seed gives
+the same fit. Add a learner with :func:`register_learner`.
+
+Built in:
+
+- ``"linear"``: logistic regression (L2, C = 1 on standardized X) / ordinary least squares.
+- ``"regularised_linear"``: cross-validated L2 logistic / ridge (3 folds, 10 penalties).
+- ``"lightgbm"``: gradient-boosted trees (LightGBM, deterministic, 1 thread).
+- ``"hist_gbm"``: scikit-learn's histogram gradient boosting.
+
+Examples
+--------
+>>> from causalflow.oci.learners import get_learner, learner_names
+>>> "lightgbm" in learner_names()
+True
+>>> get_learner("linear").regressor(0).__class__.__name__
+'LinearRegression'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ValidationError
+
+__all__ = ["Learner", "FLEXIBLE_LEARNERS", "get_learner", "learner_names", "register_learner"]
+
+
+@dataclass(frozen=True, slots=True)
+class Learner:
+    """One registry entry.
+
+    Attributes
+    ----------
+    name : str
+    classifier : callable(seed) -> estimator with ``fit`` and ``predict_proba``
+    regressor : callable(seed) -> estimator with ``fit`` and ``predict``
+    flexible : bool
+        True for learners that fit non-linear response surfaces; the Critic proposes
+        one of these when a linear learner leaves imbalance behind.
+    """
+
+    name: str
+    classifier: Callable[[int], object]
+    regressor: Callable[[int], object]
+    flexible: bool = False
+
+
+def _linear_classifier(seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+
+
+def _linear_regressor(seed: int):
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression()
+
+
+def _ridge_classifier(seed: int):
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=3, max_iter=2000,
+                                                                random_state=seed))
+
+
+def _ridge_regressor(seed: int):
+    import numpy as np
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 10)))
+
+
+_LGBM_OPTIONS = dict(n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=20,
+                     subsample=1.0, colsample_bytree=1.0, n_jobs=1, deterministic=True,
+                     force_col_wise=True, verbose=-1)
+
+
+def _lgbm_classifier(seed: int):
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(random_state=seed, **_LGBM_OPTIONS)
+
+
+def _lgbm_regressor(seed: int):
+    from lightgbm import LGBMRegressor
+
+    return LGBMRegressor(random_state=seed, **_LGBM_OPTIONS)
+
+
+def _hgb_classifier(seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, early_stopping=False,
+                                          random_state=seed)
+
+
+def _hgb_regressor(seed: int):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, early_stopping=False,
+                                         random_state=seed)
+
+
+_REGISTRY: dict[str, Learner] = {}
+
+
+def register_learner(name: str, classifier: Callable[[int], object], regressor: Callable[[int], object],
+                     *, flexible: bool = False, replace: bool = False) -> Learner:
+    """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression, Lasso
+    >>> entry = register_learner("lasso_doc", lambda s: LogisticRegression(random_state=s),
+    ...                          lambda s: Lasso(alpha=0.01), replace=True)
+    >>> entry.name
+    'lasso_doc'
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValidationError(f"learner name: must be an identifier-like string, got {name!r}")
+    if name in _REGISTRY and not replace:
+        raise ValidationError(f"learner name: {name!r} is already registered (pass replace=True)")
+    if not callable(classifier) or not callable(regressor):
+        raise ValidationError(f"learner {name!r}: classifier and regressor must be callables of the seed")
+    entry = Learner(name, classifier, regressor, flexible)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def get_learner(name: str) -> Learner:
+    """The registry entry called ``name``; a :class:`ValidationError` lists the known names."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValidationError(f"learner: unknown name {name!r}; known: {learner_names()}") from None
+
+
+def learner_names() -> list[str]:
+    """The registered learner names, sorted."""
+    return sorted(_REGISTRY)
+
+
+register_learner("linear", _linear_classifier, _linear_regressor)
+register_learner("regularised_linear", _ridge_classifier, _ridge_regressor)
+register_learner("lightgbm", _lgbm_classifier, _lgbm_regressor, flexible=True)
+register_learner("hist_gbm", _hgb_classifier, _hgb_regressor, flexible=True)
+
+#: the learner the rule Critic proposes when a linear learner leaves imbalance behind
+FLEXIBLE_LEARNERS = ("lightgbm",)
