@@ -56,8 +56,28 @@ _ARITH = {
 _MAX_LENGTH = 2000
 
 
+_MAX_DEPTH = 100
+_ARITH_ERRORS = (TypeError, ValueError, ArithmeticError)
+
+
+def _position(text: str, lineno: int, column: int, column_in_bytes: bool = True) -> int:
+    """Character position in ``text`` (as the user wrote it) of a parser (line, column).
+
+    The parser sees ``text.strip()``, counts lines from 1 and, for tree nodes, columns in
+    UTF-8 bytes.
+    """
+    lead = len(text) - len(text.lstrip())
+    lines = text.strip().splitlines(keepends=True) or [""]
+    line = lines[min(max(lineno, 1), len(lines)) - 1]
+    if column_in_bytes:
+        column = len(line.encode("utf-8")[:column].decode("utf-8", errors="ignore"))
+    return lead + sum(len(prior) for prior in lines[:max(lineno, 1) - 1]) + column
+
+
 def _fail(text: str, node: ast.AST | None, problem: str) -> ValidationError:
-    where = f" at position {node.col_offset}" if node is not None and hasattr(node, "col_offset") else ""
+    where = ""
+    if node is not None and hasattr(node, "col_offset"):
+        where = f" at position {_position(text, node.lineno, node.col_offset)}"
     return ValidationError(f"condition_on expression {text!r}{where}: {problem}")
 
 
@@ -71,15 +91,18 @@ def _literal(node: ast.AST, text: str):
     raise _fail(text, node, "a list after 'in' may hold only numbers, strings and booleans")
 
 
-def _check(node: ast.AST, text: str, names: set[str]) -> None:
+def _check(node: ast.AST, text: str, names: set[str], depth: int = 0) -> None:
     """Reject every node type outside the grammar; collect column names."""
+    if depth > _MAX_DEPTH:
+        raise _fail(text, node, f"nested more than {_MAX_DEPTH} levels deep")
+    depth += 1
     if isinstance(node, ast.BoolOp):
         for value in node.values:
-            _check(value, text, names)
+            _check(value, text, names, depth)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub, ast.UAdd)):
-        _check(node.operand, text, names)
+        _check(node.operand, text, names, depth)
     elif isinstance(node, ast.Compare):
-        _check(node.left, text, names)
+        _check(node.left, text, names, depth)
         for op, right in zip(node.ops, node.comparators):
             if isinstance(op, (ast.In, ast.NotIn)):
                 if not isinstance(right, (ast.List, ast.Tuple, ast.Set)):
@@ -87,12 +110,12 @@ def _check(node: ast.AST, text: str, names: set[str]) -> None:
                 for element in right.elts:
                     _literal(element, text)
             elif type(op) in _COMPARE:
-                _check(right, text, names)
+                _check(right, text, names, depth)
             else:
                 raise _fail(text, right, f"comparison {type(op).__name__} is not supported")
     elif isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
-        _check(node.left, text, names)
-        _check(node.right, text, names)
+        _check(node.left, text, names, depth)
+        _check(node.right, text, names, depth)
     elif isinstance(node, ast.Name):
         names.add(node.id)
     elif isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
@@ -144,7 +167,10 @@ class Condition:
             operand = self._eval(node.operand, cols)
             if isinstance(node.op, ast.Not):
                 return np.logical_not(self._as_bool(operand, node.operand))
-            return -operand if isinstance(node.op, ast.USub) else +operand
+            try:
+                return -operand if isinstance(node.op, ast.USub) else +operand
+            except _ARITH_ERRORS as exc:
+                raise _fail(self.text, node, f"sign of a non-number: {exc}") from None
         if isinstance(node, ast.Compare):
             left = self._eval(node.left, cols)
             out = None
@@ -159,7 +185,7 @@ class Condition:
                     right = self._eval(right_node, cols)
                     try:
                         result = _COMPARE[type(op)](left, right)
-                    except TypeError as exc:
+                    except _ARITH_ERRORS as exc:
                         raise _fail(self.text, right_node, f"cannot compare: {exc}") from None
                 out = result if out is None else np.logical_and(out, result)
                 left = right
@@ -167,13 +193,20 @@ class Condition:
         if isinstance(node, ast.BinOp):
             left, right = self._eval(node.left, cols), self._eval(node.right, cols)
             try:
-                with np.errstate(divide="ignore", invalid="ignore"):
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                     return _ARITH[type(node.op)](left, right)
-            except TypeError as exc:
-                raise _fail(self.text, node, f"arithmetic on non-numbers: {exc}") from None
+            except _ARITH_ERRORS as exc:
+                raise _fail(self.text, node, f"arithmetic failed: {exc}") from None
         if isinstance(node, ast.Name):
             return np.asarray(cols[node.id])
         if isinstance(node, ast.Constant):
+            # numbers become float64 so that constant arithmetic such as 9 ** 9 ** 9 is
+            # bounded (inf) instead of an unbounded Python integer computation
+            if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+                try:
+                    return np.float64(node.value)
+                except OverflowError:
+                    raise _fail(self.text, node, "number too large") from None
             return node.value
         raise _fail(self.text, node, "unsupported expression")  # unreachable after _check
 
@@ -207,9 +240,12 @@ def parse_condition(text: str, known_columns=None) -> Condition:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
+        position = _position(text, exc.lineno or 1, max((exc.offset or 1) - 1, 0), column_in_bytes=False)
         raise ValidationError(
-            f"condition_on expression {text!r}: syntax error at position {max((exc.offset or 1) - 1, 0)}: "
+            f"condition_on expression {text!r}: syntax error at position {position}: "
             f"{exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ValidationError(f"condition_on expression {text!r}: nested too deeply") from None
     names: set[str] = set()
     _check(tree.body, text, names)
     if known_columns is not None:
