@@ -74,9 +74,18 @@ class Effects:
         return len(self.records)
 
     def _anytime_columns(self) -> dict:
-        """Anytime-valid p-values and confidence sequences (filled by the anytime-valid module)."""
+        """Anytime-valid p-values and confidence sequences (:mod:`causalflow.linalg.anytime`)."""
+        from .linalg.anytime import contrast_anytime_valid
         nan = np.full(len(self.records), np.nan)
-        return {"av_p_value": nan, "av_ci_lower": nan, "av_ci_upper": nan}
+        cov_type = getattr(self.model, "cov_type", None)
+        if cov_type is None or not self.records or "dof" not in self.records[0]:
+            return {"av_p_value": nan, "av_ci_lower": nan, "av_ci_upper": nan}
+        estimator = getattr(self.model, "estimator", None)
+        av = contrast_anytime_valid(self.estimate, self.std_error, [r["dof"] for r in self.records],
+                                    cov_type, len(self.model.names), self.alpha,
+                                    g=getattr(estimator, "av_g", None),
+                                    planned_n=getattr(estimator, "av_planned_n", None))
+        return {"av_p_value": av.p_value, "av_ci_lower": av.ci_lower, "av_ci_upper": av.ci_upper}
 
     def to_dicts(self) -> list[dict]:
         """One dict per effect with every column of :data:`COLUMNS` (the one serialisation path)."""

@@ -87,6 +87,8 @@ __all__ = [
     "av_log_e_value",
     "av_p_value",
     "av_sample_size",
+    "check_av_options",
+    "contrast_anytime_valid",
     "cs_multiplier",
     "log_mixture_ratio",
     "optimal_g",
@@ -429,3 +431,49 @@ def wald_av_p_value(wald, d, n, nu, g) -> np.ndarray:
     True
     """
     return np.exp(np.minimum(0.0, -wald_log_e_value(wald, d, n, nu, g)))
+
+
+def check_av_options(g, planned_n) -> None:
+    """Validate the fit options ``av_g`` / ``av_planned_n`` (positive numbers, not both).
+
+    >>> check_av_options(None, 10_000)
+    >>> check_av_options(0.0, None)
+    Traceback (most recent call last):
+    ...
+    causalflow.errors.ValidationError: av_g: must be a positive finite number, got 0.0
+    """
+    for name, value in (("av_g", g), ("av_planned_n", planned_n)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value) or value <= 0:
+            raise ValidationError(f"{name}: must be a positive finite number, got {value!r}")
+    if g is not None and planned_n is not None:
+        raise ValidationError("av_g, av_planned_n: give one of them (av_planned_n only chooses g)")
+
+
+def contrast_anytime_valid(estimate, std_error, dof, cov_type: AVCovType, n_params: int,
+                           alpha=0.05, g=None, planned_n=None) -> AnytimeValid:
+    r"""Anytime-valid columns of fitted contrasts from their residual degrees of freedom.
+
+    ``dof`` is what the fit reports: :math:`n - p` (classical / HC) or :math:`G - 1` (CR),
+    so :math:`\nu` = ``dof`` and :math:`n` = ``dof + p`` rows or ``dof + 1`` clusters
+    (:func:`av_sample_size`). ``g`` defaults to :func:`optimal_g` at ``planned_n`` (in the
+    same units), itself defaulting to each contrast's own n.
+
+    >>> av = contrast_anytime_valid([0.2, 0.0], [0.05, 0.05], [996, 996], "HC1", 4, 0.05)
+    >>> [bool(p < 0.05) for p in av.p_value], float(av.n[0])
+    ([True, False], 1000.0)
+    """
+    check_av_options(g, planned_n)
+    nu = np.asarray(dof, dtype=float)
+    clustered = str(cov_type).startswith("CR")
+    extra = 1.0 if clustered else float(n_params)
+    n = nu + extra
+    if g is None:
+        n_star = n if planned_n is None else np.asarray(planned_n, dtype=float)
+        nu_star = n_star - extra
+        if np.any(nu_star <= 0):
+            raise ValidationError(f"av_planned_n: {planned_n!r} leaves no residual degrees of freedom")
+        g = optimal_g(n_star, nu_star, alpha)
+    return anytime_valid(estimate, std_error, n, nu, g, alpha)

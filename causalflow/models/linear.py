@@ -44,6 +44,11 @@ class LinearModel:
         metric k is :math:`c\\,A M_k A` with bread :math:`A = (\\hat X'W\\hat X)^{-1}`, meat
         :math:`M_k = \\sum_g S_{gk} S_{gk}'` and small-sample factor c: HC0 1, HC1 n/(n-p),
         CR0 1, CR1 G/(G-1) (n-1)/(n-p) (Stata; R ``sandwich`` ``type="HC1"``).
+    av_g, av_planned_n : float, optional
+        Tuning of the anytime-valid columns (``av_p_value``, ``av_ci_*``; Lindon et al.,
+        arXiv:2210.08589; see :mod:`causalflow.linalg.anytime`): the mixture precision g,
+        or the planned sample size (rows; clusters with CR covariances) at which g gives
+        the tightest confidence sequence. Default: optimal g at the fitted sample size.
 
     Notes
     -----
@@ -62,13 +67,20 @@ class LinearModel:
     Annals of Applied Statistics 7(1), 295-318.
     """
 
-    def __init__(self, cov_type: CovType | None = None):
+    def __init__(self, cov_type: CovType | None = None, av_g: float | None = None,
+                 av_planned_n: float | None = None):
         if cov_type is not None and cov_type not in ("HC0", "HC1", "CR0", "CR1"):
             raise ValidationError(f"cov_type: expected one of HC0, HC1, CR0, CR1, got {cov_type!r}")
+        from ..linalg.anytime import check_av_options
+        check_av_options(av_g, av_planned_n)
         self.cov_type = cov_type
+        self.av_g = av_g
+        self.av_planned_n = av_planned_n
 
     def __repr__(self) -> str:
-        return f"LinearModel(cov_type={self.cov_type!r})"
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("av_g", "av_planned_n")
+                        if getattr(self, k) is not None)
+        return f"LinearModel(cov_type={self.cov_type!r}{extra})"
 
     def fit_spec(self, spec) -> "LinearModelResults":
         data = spec.data
