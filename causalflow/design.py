@@ -34,7 +34,8 @@ class Covariates:
     Attributes
     ----------
     sources : tuple of str, the user's column names
-    names : tuple of str, the q design columns (``device[mobile]`` for a level indicator)
+    names : tuple of str, the q design columns (``device[mobile]`` for a level indicator), in
+        the order of :meth:`raw`: every numeric column first, then the level indicators
     numeric : tuple of (name, float array (n,))
     categorical : tuple of (name, int codes (n,), levels tuple); levels[0] is the reference
     """
@@ -46,7 +47,7 @@ class Covariates:
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, columns, roles: dict) -> "Covariates":
-        sources, names, numeric, categorical = [], [], [], []
+        sources, names, level_names, numeric, categorical = [], [], [], [], []
         for name in columns:
             if not isinstance(name, str):
                 raise ValidationError(f"exogenous_covariates: expected column names, got {name!r}")
@@ -74,8 +75,9 @@ class Covariates:
                 if len(levels) < 2:
                     raise ValidationError(f"exogenous_covariates: column {name!r} is constant ({levels[0]!r})")
                 categorical.append((name, codes.astype(np.int64), tuple(levels.tolist())))
-                names.extend(f"{name}[{level}]" for level in levels[1:])
-        return cls(tuple(sources), tuple(names), tuple(numeric), tuple(categorical))
+                level_names.extend(f"{name}[{level}]" for level in levels[1:])
+        # raw() and means() lay out numeric columns first, then level indicators
+        return cls(tuple(sources), tuple(names + level_names), tuple(numeric), tuple(categorical))
 
     @property
     def q(self) -> int:
