@@ -80,10 +80,13 @@ class MetricSpec:
         for start in range(0, len(self.data.arm_codes), 1 << 16):
             block = self.covariates.raw(slice(start, min(start + (1 << 16), len(self.data.arm_codes)))) - mu
             centred_gram += block.T @ block
+        names = list(self.covariates.names)
         try:
-            check_full_rank(centred_gram, list(self.covariates.names), "exogenous_covariates")
-        except ValidationError as exc:
-            raise ValidationError(str(exc).replace("the design is singular", "covariates are collinear")) from None
+            check_full_rank(centred_gram, names, "exogenous_covariates")
+        except ValidationError:
+            raise ValidationError(
+                f"exogenous_covariates: covariates are collinear: column(s) {_dependent(centred_gram, names)} "
+                "are linearly dependent after centring; drop one of them") from None
 
     def source(self) -> DesignSource:
         df, d = self.data.data, self.data
@@ -113,3 +116,12 @@ class MetricSpec:
         if not hasattr(estimator, "fit_spec"):
             raise ValidationError(f"fit: {estimator!r} is not a causalflow estimator")
         return estimator.fit_spec(self)
+
+
+def _dependent(gram: np.ndarray, names: list[str]) -> list[str]:
+    """Columns with a non-negligible loading on a null direction of a singular Gram matrix."""
+    scale = np.sqrt(np.diag(gram))
+    values, vectors = np.linalg.eigh(gram / np.outer(scale, scale))
+    null = vectors[:, values <= len(names) * np.finfo(float).eps * 1e3 * values.max()]
+    involved = np.flatnonzero(np.abs(null).max(axis=1) > 1e-6) if null.size else []
+    return [names[i] for i in involved] or names
