@@ -160,7 +160,7 @@ class ExperimentData:
         labels = pd.unique(assign.to_numpy())
         if len(labels) < 2:
             raise ValidationError(f"intent_to_treat: column {intent_to_treat!r} has a single arm "
-                                  f"({labels[0]!r}); an experiment needs at least two")
+                                  f"({labels.tolist()[0]!r}); an experiment needs at least two")
         try:
             labels = sorted(labels.tolist())
         except TypeError:
