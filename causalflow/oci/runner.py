@@ -1,0 +1,254 @@
+"""The runner: execute one spec on the study population (estimates + diagnostics as values).
+
+:func:`run_spec` is the single entry point the loop, the notebooks, the follow-ups
+and outside evaluations call: encode covariates, cross-fit the nuisance models,
+trim when asked, estimate each estimand (AIPW / ATT-AIPW / augmented overlap
+weights, or the grammar's weighted LinearModel), and compute every diagnostic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ValidationError
+from . import estimators as est
+from .diagnostics import (BalanceRow, EstimandDiagnostics, PlaceboResult, Sensitivity, Thresholds,
+                          e_value, evaluate_checks, linear_sensitivity, overlap_summary,
+                          robustness_value, standardized_mean_differences)
+from .learners import get_learner
+from .plan import AnalysisData
+from .spec import Spec, check_against_plan
+
+__all__ = ["EstimandResult", "SpecResult", "encode_covariates", "run_spec"]
+
+
+@dataclass(frozen=True, slots=True)
+class EstimandResult:
+    """The estimate of one estimand.
+
+    Attributes
+    ----------
+    estimand : "ATE" / "ATT" / "ATO"
+    population : str
+        Who the effect is about; trimming relabels it (``"trimmed: 0.08 <= e <= 0.92"``).
+    estimate, std_error, ci_lower, ci_upper, p_value : float
+        Normal 95% interval and two-sided p-value.
+    n, n_treated, n_control : int
+        Units analysed.
+    mu1, mu0 : float
+        Potential-outcome means in the estimand's population.
+    final_stage : str
+    """
+
+    estimand: str
+    population: str
+    estimate: float
+    std_error: float
+    ci_lower: float
+    ci_upper: float
+    p_value: float
+    n: int
+    n_treated: int
+    n_control: int
+    mu1: float
+    mu0: float
+    final_stage: str
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class SpecResult:
+    """Everything one spec produced.
+
+    Attributes
+    ----------
+    spec : Spec
+    estimates : tuple of EstimandResult
+    diagnostics : tuple of EstimandDiagnostics (same order)
+    alpha : float
+        Trimming threshold used for ATE / ATT (0 without trimming).
+    propensity : ndarray (n,)
+        Cross-fitted, clipped propensity of every unit of the study population.
+    treatment : ndarray (n,)
+    kept : ndarray (n,) of bool
+        Units kept by trimming.
+    """
+
+    spec: Spec
+    estimates: tuple
+    diagnostics: tuple
+    alpha: float
+    propensity: np.ndarray
+    treatment: np.ndarray
+    kept: np.ndarray
+
+    def results_dict(self) -> dict:
+        """The JSON of ``results.json``."""
+        return {"spec_key": self.spec.key(), "trimming_alpha": self.alpha,
+                "n_trimmed": int((~self.kept).sum()),
+                "estimates": [r.to_dict() for r in self.estimates]}
+
+    def diagnostics_dict(self) -> dict:
+        """The JSON of ``diagnostics.json``."""
+        from dataclasses import asdict
+
+        return {"diagnostics": [asdict(d) for d in self.diagnostics]}
+
+    def diagnostic(self, estimand: str) -> EstimandDiagnostics:
+        return next(d for d in self.diagnostics if d.estimand == estimand)
+
+    def estimate(self, estimand: str) -> EstimandResult:
+        return next(r for r in self.estimates if r.estimand == estimand)
+
+
+def encode_covariates(frame: pd.DataFrame, columns) -> tuple[np.ndarray, list[str], list[str]]:
+    """Numeric design of the covariates: numbers as they are, every other column one-hot.
+
+    Returns ``(X, names, owners)``: the (n, k) float matrix, the encoded column names
+    (``"col=level"`` for indicators, every level kept, levels sorted) and, per encoded
+    column, the plan column it came from.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X, names, owners = encode_covariates(pd.DataFrame({"a": [1, 2], "b": ["u", "v"]}), ["a", "b"])
+    >>> names, X.tolist()
+    (['a', 'b=u', 'b=v'], [[1.0, 1.0, 0.0], [2.0, 0.0, 1.0]])
+    """
+    blocks, names, owners = [], [], []
+    for c in columns:
+        s = frame[c]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+            blocks.append(s.to_numpy(dtype=float)[:, None])
+            names.append(c)
+            owners.append(c)
+        else:
+            values = s.astype(str).to_numpy()
+            levels = sorted(set(values.tolist()))
+            blocks.append(np.column_stack([(values == lv).astype(float) for lv in levels]))
+            names += [f"{c}={lv}" for lv in levels]
+            owners += [c] * len(levels)
+    return np.hstack(blocks), names, owners
+
+
+def _population_label(estimand: str, alpha: float, trimmed: bool) -> str:
+    if estimand == "ATO":
+        return "overlap-weighted study population"
+    if trimmed:
+        return f"trimmed: {alpha:.4g} <= e <= {1 - alpha:.4g}"
+    return "treated units of the study population" if estimand == "ATT" else "study population"
+
+
+def _check_final_stage(spec: Spec) -> None:
+    if spec.final_stage == "weighted_linear":
+        from . import final_stage
+
+        final_stage.require()
+
+
+def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = None) -> SpecResult:
+    """Execute one spec: cross-fitted nuisances, estimates of every estimand, diagnostics.
+
+    Steps: (1) encode the spec's covariates and every plan confounder; (2) folds
+    stratified by treatment (``spec.seed``); (3) cross-fit the propensity and the
+    per-arm outcome models of the outcome and every placebo outcome; (4) clip the
+    propensity to ``[clip, 1 - clip]``; (5) trimming for ATE / ATT (fixed alpha or
+    Crump et al. 2009); (6) the estimates (:mod:`causalflow.oci.estimators`, or the
+    weighted LinearModel when ``spec.final_stage == "weighted_linear"``); (7) balance
+    (weighted / unweighted SMD of every plan confounder), overlap, placebo effects,
+    sensitivity (E-value; Cinelli-Hazlett RV of the linear outcome regression), and
+    the graded checks.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from causalflow.oci.plan import Plan, prepare_data
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=400); t = (rng.random(400) < 1 / (1 + np.exp(-x))).astype(int)
+    >>> df = pd.DataFrame({"x": x, "t": t, "y": 1 + 2 * t + x + rng.normal(size=400)})
+    >>> plan = Plan(data=df, treatment="t", outcome="y", confounders=["x"], estimands=["ATE"])
+    >>> spec = Spec(estimands=("ATE",), covariates=("x",), priorities=(("x", "high"),), n_folds=2)
+    >>> r = run_spec(prepare_data(plan), spec).estimates[0]
+    >>> abs(r.estimate - 2) < 3 * r.std_error
+    True
+    """
+    th = thresholds or Thresholds()
+    plan = data.plan
+    check_against_plan(spec, plan)
+    for c in spec.placebo_outcomes:
+        if c not in data.placebos:
+            raise ValidationError(f"Spec.placebo_outcomes: {c!r} is not in the prepared data")
+    _check_final_stage(spec)
+    frame = data.frame
+    X, _, _ = encode_covariates(frame, spec.covariates)
+    X_all, names_all, owners_all = encode_covariates(frame, plan.all_confounders)
+    t, y = data.treatment, data.outcome
+    n_treated, n_control = int(t.sum()), int(len(t) - t.sum())
+    if min(n_treated, n_control) < spec.n_folds:
+        raise ValidationError(f"Spec.n_folds: {spec.n_folds} folds need at least as many treated and "
+                              f"control units (have {n_treated} / {n_control})")
+    folds = est.make_folds(t, spec.n_folds, spec.seed)
+    outcomes = {"__outcome__": y, **{c: data.placebos[c] for c in spec.placebo_outcomes}}
+    fit = est.cross_fit(X, t, outcomes, folds, get_learner(spec.propensity_learner).classifier,
+                        get_learner(spec.outcome_learner).regressor, spec.seed)
+    e = np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip)
+
+    if spec.trimming == "none":
+        alpha = 0.0
+    elif spec.trimming == "crump":
+        alpha = est.crump_alpha(e)
+    else:
+        alpha = float(spec.trimming)
+    kept = (e >= alpha) & (e <= 1 - alpha) if alpha > 0 else np.ones(len(t), bool)
+
+    priority = dict(spec.priorities)
+    in_model = set(spec.covariates)
+    sd_y = float(np.std(y, ddof=1))
+    estimates, diagnostics = [], []
+    for estimand in spec.estimands:
+        trimmed = alpha > 0 and estimand != "ATO"
+        rows = kept if trimmed else np.ones(len(t), bool)
+        tt, ee = t[rows], e[rows]
+        n1, n0 = int(tt.sum()), int(len(tt) - tt.sum())
+        if min(n1, n0) == 0:
+            raise ValidationError(f"Spec.trimming: trimming at alpha = {alpha:.4g} leaves no "
+                                  f"{'treated' if n1 == 0 else 'control'} units for {estimand}")
+        w = est.balancing_weights(estimand, tt, ee)
+        if spec.final_stage == "weighted_linear":
+            from . import final_stage
+
+            kern = final_stage.weighted_linear_effect(frame.loc[rows, list(spec.covariates)], y[rows], tt, w)
+        else:
+            kern = est.estimate(estimand, y[rows], tt, ee, fit.m0["__outcome__"][rows],
+                                fit.m1["__outcome__"][rows])
+        lo, hi = kern.interval()
+        estimates.append(EstimandResult(
+            estimand, _population_label(estimand, alpha, trimmed), kern.estimate, kern.std_error,
+            float(lo), float(hi), kern.p_value, int(rows.sum()), n1, n0, kern.mu1, kern.mu0,
+            spec.final_stage))
+
+        smd_u = standardized_mean_differences(X_all[rows], tt)
+        smd_w = standardized_mean_differences(X_all[rows], tt, w)
+        balance = tuple(BalanceRow(owner, name, priority.get(owner, plan.priority_of(owner)),
+                                   owner in in_model, float(su), float(sw))
+                        for owner, name, su, sw in zip(owners_all, names_all, smd_u, smd_w))
+        overlap = overlap_summary(estimand, tt, ee, w, th.overlap_bounds,
+                                  n_trimmed=int((~rows).sum()), alpha=alpha if trimmed else 0.0)
+        placebo = []
+        for c in spec.placebo_outcomes:
+            pk = est.estimate(estimand, data.placebos[c][rows], tt, ee, fit.m0[c][rows], fit.m1[c][rows])
+            placebo.append(PlaceboResult(c, pk.estimate, pk.std_error, pk.p_value))
+        ev, ev_ci = e_value(kern.estimate, lo, hi, sd_y)
+        lin_w = w if spec.final_stage == "weighted_linear" else None
+        b, tstat, dof = linear_sensitivity(y[rows], tt, X[rows], lin_w)
+        sens = Sensitivity(ev, ev_ci, b, tstat, dof, float(tstat**2 / (tstat**2 + dof)),
+                           robustness_value(tstat, dof), robustness_value(tstat, dof, alpha=0.05))
+        checks = evaluate_checks(estimand, balance, overlap, tuple(placebo), sens, kern.p_value,
+                                 trimmed, th, n1, n0)
+        diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, tuple(placebo), sens, checks))
+    return SpecResult(spec, tuple(estimates), tuple(diagnostics), float(alpha), e, t.copy(), kept)
