@@ -1,0 +1,393 @@
+r"""Continuous monitoring: the effects of an experiment at successive looks, in one pass.
+
+``cf.monitor`` re-estimates every effect at each look with anytime-valid p-values and
+confidence sequences (Lindon et al., arXiv:2210.08589; :mod:`causalflow.linalg.anytime`),
+which stay valid however often one looks and whenever one stops.
+
+Each row is read once. The 2SLS cross-products Z'WZ, Z'WX, Z'WY are sums over rows, so
+look l adds the new rows' cross-products to those of look l - 1 and solves with the
+core's :func:`~causalflow.linalg.twosls.solve_2sls`. The sandwich meats, which need the
+residuals at the current coefficients, are accumulated exactly as well
+(:mod:`causalflow.linalg.incremental`): fourth-order moments for HC, per-cluster
+cross-products for CR. Covariates enter with a fixed shift (their mean over all rows) and
+each look's effect is the contrast at that look's covariate mean, which equals the core's
+fit on the rows seen so far (covariates centred at their mean then).
+
+The mixture precision g is fixed before the first look (the martingale argument needs one
+mixture for all looks): ``LinearModel(av_g=...)``, or the optimum at
+``LinearModel(av_planned_n=...)``, by default at the final sample size (rows, or clusters
+with CR covariances) — a sample size only, never an outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .design import regressor_names
+from .effects import Effects
+from .errors import ValidationError
+from .expr import parse_condition
+from .linalg.anytime import optimal_g, running_anytime_valid
+from .linalg.incremental import ClusterMoments, RowMeatMoments, block_moments
+from .linalg.sandwich import small_sample_factor
+from .linalg.twosls import Moments, solve_2sls
+
+__all__ = ["monitor", "Monitoring"]
+
+
+@dataclass(frozen=True, slots=True)
+class _LookModel:
+    """What an :class:`Effects` of one look needs from its model (cov type, names, g)."""
+
+    cov_type: str
+    names: list
+    estimator: object
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """Effects at every look of a monitored experiment.
+
+    Attributes
+    ----------
+    looks : tuple of Effects, one per look (with ``av_*`` columns at a fixed g)
+    n_rows : tuple of int, rows seen at each look
+    g : float, the mixture precision used at every look
+    alpha : float
+    """
+
+    looks: tuple
+    n_rows: tuple
+    g: float
+    alpha: float
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per look x effect, with the running (monitored) anytime-valid columns.
+
+        ``av_p_value_running`` is the running minimum of ``av_p_value`` and
+        ``av_cs_lower`` / ``av_cs_upper`` the running intersection of the confidence
+        sequences: both keep the guarantees under continuous monitoring.
+        """
+        frames = []
+        for i, eff in enumerate(self.looks):
+            f = eff.to_frame()
+            f.insert(0, "n_rows", self.n_rows[i])
+            f.insert(0, "look", i)
+            frames.append(f)
+        out = pd.concat(frames, ignore_index=True)
+        m = len(self.looks[0])
+        shape = (len(self.looks), m)
+        run = running_anytime_valid(out["av_p_value"].to_numpy().reshape(shape),
+                                    out["av_ci_lower"].to_numpy().reshape(shape),
+                                    out["av_ci_upper"].to_numpy().reshape(shape), self.alpha)
+        out["av_p_value_running"] = run.p_value.ravel()
+        out["av_cs_lower"] = run.ci_lower.ravel()
+        out["av_cs_upper"] = run.ci_upper.ravel()
+        return out
+
+    def first_significant(self) -> pd.DataFrame:
+        """Per effect, the first look (and its rows) with anytime-valid p-value <= alpha."""
+        f = self.to_frame()
+        keys = ["metric", "arm", "condition", "estimand"]
+        last = f[f.look == f.look.max()][keys].reset_index(drop=True)
+        m = len(last)
+        p = f["av_p_value"].to_numpy().reshape(len(self.looks), m)
+        first = running_anytime_valid(p, p, p, self.alpha).first_significant
+        last["first_look"] = pd.array(np.where(first >= 0, first, -1), dtype="Int64")
+        last.loc[first < 0, "first_look"] = pd.NA
+        last["n_rows_at_first_look"] = pd.array(
+            [self.n_rows[i] if i >= 0 else pd.NA for i in first], dtype="Int64")
+        return last
+
+    def __len__(self) -> int:
+        return len(self.looks)
+
+    def __repr__(self) -> str:
+        return f"Monitoring({len(self.looks)} looks, g={self.g:.4g}, alpha={self.alpha})"
+
+
+def _cuts(looks, n: int) -> np.ndarray:
+    if isinstance(looks, (int, np.integer)) and not isinstance(looks, bool):
+        if not 1 <= looks <= n:
+            raise ValidationError(f"looks: number of looks must be between 1 and {n} rows, got {looks}")
+        return np.round(np.arange(1, looks + 1) * n / looks).astype(np.int64)
+    try:
+        cuts = np.asarray(list(looks), dtype=float)
+    except (TypeError, ValueError):
+        raise ValidationError(f"looks: expected a number of looks or increasing row counts, got {looks!r}") from None
+    if cuts.ndim != 1 or len(cuts) == 0 or np.any(cuts != np.round(cuts)) or np.any(np.diff(cuts) <= 0) \
+            or cuts[0] < 1 or cuts[-1] > n:
+        raise ValidationError(f"looks: row counts must be increasing integers in [1, {n}], got {looks!r}")
+    return cuts.astype(np.int64)
+
+
+def _batches_to_data(batches: Sequence):
+    from .data import ExperimentData
+    first = batches[0]
+    roles = ("intent_to_treat", "treated", "propensity", "instrument", "cluster_by", "control")
+    for b in batches:
+        if not isinstance(b, ExperimentData):
+            raise ValidationError(f"data: a list of looks must hold ExperimentData, got {type(b).__name__}")
+        for r in roles:
+            if getattr(b, r) != getattr(first, r):
+                raise ValidationError(f"data: look batches disagree on {r} ({getattr(b, r)!r} vs "
+                                      f"{getattr(first, r)!r})")
+    frame = pd.concat([b.data for b in batches], ignore_index=True)
+    data = ExperimentData(frame, intent_to_treat=first.intent_to_treat, treated=first.treated,
+                          propensity=first.propensity, instrument=first.instrument,
+                          cluster_by=first.cluster_by, control=first.control)
+    return data, np.cumsum([len(b.data) for b in batches])
+
+
+def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, looks=100,
+            estimator=None, condition_on=None, alpha: float = 0.05) -> Monitoring:
+    r"""Effects with anytime-valid p-values and confidence sequences at successive looks.
+
+    Parameters
+    ----------
+    data : ExperimentData, or a list of ExperimentData
+        The experiment; or the batches of rows that arrived between looks (same roles).
+    y, exogenous_covariates : as in ``ExperimentData.add_metric``.
+    arrival : str, optional
+        Column that orders arrival (rows are sorted by it, stably); default: row order.
+    looks : int or sequence of int
+        Number of equally sized looks, or the cumulative row counts at each look.
+        Ignored for a list of batches (one look per batch).
+    estimator : LinearModel (class or instance), optional
+        Its ``cov_type``, ``av_g`` / ``av_planned_n`` apply.
+    condition_on : str or list of str, optional
+        Subgroups, as in ``infer_effect``; each look uses the subgroup's covariate mean
+        over the rows seen so far.
+    alpha : float
+        Level of the confidence sequences and significance.
+
+    Returns
+    -------
+    Monitoring
+        ``looks[l]`` is the :class:`Effects` at look l (its ``to_frame()`` has the
+        ``av_*`` columns); ``to_frame()`` stacks them with running columns;
+        ``first_significant()`` gives the first significant look per effect.
+
+    Notes
+    -----
+    Effects of different metrics are reported with their own variances; with HC
+    covariances the covariance *between* metrics (or between ITT and LATE) at a look is
+    not formed (NaN in ``Effects.cov``), with CR it is.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, causalflow as cf
+    >>> from causalflow.monitor import monitor
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"t": rng.integers(0, 2, 4000), "x": rng.normal(size=4000)})
+    >>> df["y"] = 0.3 * df.t + df.x + rng.normal(size=4000)
+    >>> mon = monitor(cf.ExperimentData(df, intent_to_treat="t"), y="y",
+    ...               exogenous_covariates=["x"], looks=20)
+    >>> len(mon), int(mon.first_significant().first_look[0]) < 20
+    (20, True)
+    """
+    from .data import ExperimentData
+    from .models.linear import LinearModel, _missing_groups
+    if not 0 < alpha < 1:
+        raise ValidationError(f"alpha: {alpha!r} is outside (0, 1)")
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise ValidationError("data: empty list of looks")
+        data, cuts = _batches_to_data(data)
+        order = np.arange(len(data.data))
+    elif isinstance(data, ExperimentData):
+        n_all = len(data.data)
+        if arrival is None:
+            order = np.arange(n_all)
+        else:
+            if arrival not in data.data.columns:
+                raise ValidationError(f"arrival: column {arrival!r} is not in the data")
+            col = data.data[arrival]
+            if col.isna().any():
+                raise ValidationError(f"arrival: column {arrival!r} has missing values")
+            order = np.argsort(col.to_numpy(), kind="stable")
+        cuts = _cuts(looks, n_all)
+    else:
+        raise ValidationError(f"data: expected ExperimentData or a list of them, got {type(data).__name__}")
+    if estimator is None:
+        estimator = LinearModel()
+    elif isinstance(estimator, type):
+        estimator = estimator()
+    if not isinstance(estimator, LinearModel):
+        raise ValidationError(f"estimator: monitoring needs a LinearModel, got {estimator!r}")
+    spec = data.add_metric(y=y, exogenous_covariates=exogenous_covariates)
+    source = spec.source()
+    cov_type = estimator.cov_type or ("CR1" if source.clusters is not None else "HC1")
+    clustered = cov_type.startswith("CR")
+    if clustered and source.clusters is None:
+        raise ValidationError(f"cov_type: {cov_type} needs cluster_by on ExperimentData")
+    conditions = _parse_conditions(condition_on, spec)
+    J, q = source.n_arms, spec.covariates.q
+    arm_names = [f"{data.intent_to_treat}[{a}]" for a in data.arms[1:]]
+    names = regressor_names(arm_names, spec.covariates.names)
+    p = len(names)
+    kinds = ("itt", "iv") if source.iv else ("itt",)
+
+    extra = 1.0 if clustered else float(p)
+    g = estimator.av_g
+    if g is None:
+        planned = estimator.av_planned_n or (source.n_clusters if clustered else source.n)
+        if planned - extra <= 0:
+            raise ValidationError(f"av_planned_n: {planned!r} leaves no residual degrees of freedom")
+        g = float(optimal_g(planned, planned - extra, alpha))
+    look_model = _LookModel(cov_type, names, LinearModel(cov_type=cov_type, av_g=float(g)))
+
+    originals = spec.covariates.original() if conditions[0] is not None else None
+    masks = [None if c is None else c.evaluate(originals) for c in conditions]
+    states = []
+    for rows, metrics in _missing_groups(source.outcomes):
+        member = np.ones(source.n, bool)
+        if rows is not None:
+            member[:] = False
+            member[rows] = True
+        states.append(_GroupState(metrics, member, spec.covariates.means(rows, source.weights),
+                                  len(conditions), q, p, source.n_clusters if clustered else None, kinds))
+
+    results, start = [], 0
+    for cut in cuts:
+        new = order[start:cut]
+        start = cut
+        for st in states:
+            st.add(source, new[st.member[new]], masks, J)
+        results.append(_look_effects(states, source, conditions, kinds, cov_type, p, J, q, names,
+                                     spec.metrics, data, alpha, look_model))
+    return Monitoring(tuple(results), tuple(int(c) for c in cuts), float(g), float(alpha))
+
+
+def _parse_conditions(condition_on, spec) -> list:
+    if condition_on is None:
+        return [None]
+    if isinstance(condition_on, str):
+        condition_on = [condition_on]
+    known = set(spec.covariates.sources)
+    out = []
+    for text in condition_on:
+        cond = parse_condition(text)
+        unknown = sorted(cond.columns - known)
+        if unknown:
+            raise ValidationError(f"condition_on expression {text!r}: column {unknown[0]!r} is not a "
+                                  f"covariate of this model (covariates: {sorted(known)})")
+        out.append(cond)
+    if not out:
+        raise ValidationError("condition_on: empty list; omit it for the average effect")
+    return out
+
+
+class _GroupState:
+    """Running sums of one missingness group (mutable, private to one monitor call)."""
+
+    def __init__(self, metrics, member, mu0, n_cond, q, p, n_clusters, kinds):
+        self.metrics, self.member, self.mu0 = metrics, member, mu0
+        self.moments = None
+        self.meat = {k: None for k in kinds}
+        K = len(metrics)
+        self.clusters = {k: ClusterMoments.zeros(n_clusters, p, K) for k in kinds} if n_clusters else None
+        self.cond_sum = np.zeros((n_cond, q))
+        self.cond_w = np.zeros(n_cond)
+        self.cond_n = np.zeros(n_cond, dtype=np.int64)
+        self.n = 0
+
+    def add(self, source, rows, masks, J):
+        if len(rows) == 0:
+            return
+        rows = np.sort(rows)
+        Z, X, Y, w = source.block(rows, self.mu0, self.metrics)
+        part = block_moments(Z, X, Y, w)
+        self.moments = part if self.moments is None else self.moments + part
+        self.n += len(rows)
+        for kind in self.meat:
+            Xk = X if kind == "iv" else None
+            if self.clusters is not None:
+                self.clusters[kind] = self.clusters[kind].add_block(Z, Xk, Y, w, source.clusters[rows])
+            else:
+                m = RowMeatMoments.from_block(Z, Xk, Y, w)
+                self.meat[kind] = m if self.meat[kind] is None else self.meat[kind] + m
+        q = self.cond_sum.shape[1]
+        xc = Z[:, 1 + J:1 + J + q]
+        ww = np.ones(len(rows)) if w is None else w
+        for c, mask in enumerate(masks):
+            sel = slice(None) if mask is None else mask[rows]
+            self.cond_sum[c] += ww[sel] @ xc[sel]
+            self.cond_w[c] += ww[sel].sum()
+            self.cond_n[c] += len(rows) if mask is None else int(sel.sum())
+
+
+def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, metric_names, data,
+                  alpha, look_model) -> Effects:
+    clustered = cov_type.startswith("CR")
+    records, blocks = [], []        # blocks: (indices into records, covariance)
+    for st in states:
+        K = len(st.metrics)
+        G = st.clusters[kinds[0]].n_clusters if clustered else None
+        dof = (G - 1) if clustered else st.n - p
+        fits = {}
+        if st.moments is not None and dof > 0 and st.n > p:
+            for kind in kinds:
+                m = st.moments if kind == "iv" else Moments(st.moments.zwz, None, st.moments.zwy, None, st.n)
+                try:
+                    fits[kind] = solve_2sls(m, names)
+                except (ValidationError, np.linalg.LinAlgError):
+                    fits = {}
+                    break
+        D = np.zeros((len(conditions) * J, p))
+        for c in range(len(conditions)):
+            xbar = st.cond_sum[c] / st.cond_w[c] if st.cond_w[c] > 0 else np.full(q, np.nan)
+            for j in range(J):
+                D[c * J + j, 1 + j] = 1.0
+                D[c * J + j, 1 + J + q + j * q:1 + J + q + (j + 1) * q] = xbar
+        m = D.shape[0]
+        factor = small_sample_factor(cov_type, st.n, p, G) if fits else np.nan
+        idx_of = {}
+        for kind in kinds:
+            for c, cond in enumerate(conditions):
+                for j in range(J):
+                    for pos, k in enumerate(st.metrics):
+                        idx_of[(kind, c * J + j, pos)] = len(records)
+                        est = float(D[c * J + j] @ fits[kind].coef[:, pos]) if fits else np.nan
+                        records.append(dict(
+                            metric=metric_names[k], arm=data.arms[j + 1],
+                            condition="all" if cond is None else cond.text,
+                            estimand=_estimand(kind, source.iv, cond is not None), estimate=est,
+                            n=int(st.cond_n[c]), dof=dof, n_clusters=G, _sort=(k, j, c, kind)))
+        if not fits:
+            continue
+        if clustered:
+            T = [st.clusters[kind].score_sums(fits[kind].coef, fits[kind].influence @ D.T) for kind in kinds]
+            T = np.concatenate([t.transpose(0, 2, 1).reshape(len(t), K * m) for t in T], axis=1)
+            cov = factor * (T.T @ T)
+            order = [idx_of[(kind, r, pos)] for kind in kinds for pos in range(K) for r in range(m)]
+            blocks.append((order, cov))
+        else:
+            for kind in kinds:
+                inf_d = fits[kind].influence @ D.T
+                meat = st.meat[kind].meat_z(fits[kind].coef)
+                for pos in range(K):
+                    cov = factor * (inf_d.T @ meat[pos] @ inf_d)
+                    blocks.append(([idx_of[(kind, r, pos)] for r in range(m)], cov))
+    M = len(records)
+    full = np.full((M, M), np.nan)
+    for idx, cov in blocks:
+        full[np.ix_(idx, idx)] = cov
+    perm = sorted(range(M), key=lambda i: records[i]["_sort"])
+    records = [records[i] for i in perm]
+    for r in records:
+        del r["_sort"]
+    return Effects._from_fit(records, full[np.ix_(perm, perm)], alpha, look_model,
+                             [None if c is None else c.text for c in conditions])
+
+
+def _estimand(kind: str, iv: bool, conditional: bool) -> str:
+    if kind == "iv":
+        return "LATE"
+    if iv:
+        return "ITT"
+    return "CATE" if conditional else "ATE"

@@ -1,0 +1,105 @@
+"""cf.monitor: one pass over the looks equals refitting the core on each prefix."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import causalflow as cf
+from causalflow.errors import ValidationError
+from causalflow.linalg.incremental import ClusterMoments, RowMeatMoments
+from causalflow.models.linear import LinearModel
+from causalflow.monitor import monitor
+
+
+def _frame(n=2_400, seed=1):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"t": rng.integers(0, 3, n), "x": rng.normal(size=n) + 2,
+                       "dev": rng.choice(["a", "b", "c"], n), "store": rng.integers(0, 60, n),
+                       "ts": rng.random(n)})
+    df["y"] = 1.0 + 0.2 * df.t + df.x + rng.normal(size=n) * (1 + df.t)
+    df["z"] = 0.5 * df.x + rng.normal(size=n)
+    df.loc[rng.random(n) < 0.1, "z"] = np.nan
+    return df
+
+
+@pytest.mark.parametrize("cluster", [None, "store"])
+def test_each_look_equals_the_core_fit_on_the_rows_seen(cluster):
+    # Reference: the core LinearModel refitted on each prefix, same g. rtol 1e-9: both are
+    # exact; they differ by rounding (raw vs centred moments).
+    df = _frame()
+    conds = ["x > 2", "dev == 'b'"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = cf.ExperimentData(df, intent_to_treat="t", cluster_by=cluster)
+        mon = monitor(data, y=["y", "z"], exogenous_covariates=["x", "dev"], arrival="ts",
+                      looks=[400, 1_300, 2_400], condition_on=conds)
+        order = np.argsort(df.ts.to_numpy(), kind="stable")
+        for look, cut in enumerate(mon.n_rows):
+            sub = df.iloc[order[:cut]].reset_index(drop=True)
+            ref = cf.ExperimentData(sub, intent_to_treat="t", cluster_by=cluster).add_metric(
+                y=["y", "z"], exogenous_covariates=["x", "dev"]).fit(
+                LinearModel(av_g=mon.g)).infer_effect(condition_on=conds)
+            a, b = mon.looks[look].to_frame(), ref.to_frame()
+            assert a[["metric", "arm", "condition", "n"]].equals(b[["metric", "arm", "condition", "n"]])
+            for col in ["estimate", "std_error", "av_p_value", "av_ci_lower", "av_ci_upper"]:
+                np.testing.assert_allclose(a[col], b[col], rtol=1e-9, err_msg=col)
+            if cluster:
+                scale = np.abs(ref.cov).max()
+                np.testing.assert_allclose(mon.looks[look].cov, ref.cov, rtol=1e-8, atol=1e-10 * scale)
+
+
+def test_batches_equal_arrival_column_and_running_columns():
+    df = _frame(1_500)
+    data = cf.ExperimentData(df, intent_to_treat="t")
+    batches = [cf.ExperimentData(df.iloc[a:b], intent_to_treat="t") for a, b in [(0, 500), (500, 900), (900, 1500)]]
+    m1 = monitor(batches, y="y", exogenous_covariates=["x"])
+    m2 = monitor(data, y="y", looks=[500, 900, 1500], exogenous_covariates=["x"])
+    pd.testing.assert_frame_equal(m1.to_frame(), m2.to_frame())
+    f = m1.to_frame()
+    for _, grp in f.groupby(["metric", "arm"]):
+        assert np.all(np.diff(grp.av_p_value_running) <= 0)
+        assert np.all(np.diff(grp.av_cs_upper) <= 0) and np.all(np.diff(grp.av_cs_lower) >= 0)
+    first = m1.first_significant()
+    assert list(first.columns[-2:]) == ["first_look", "n_rows_at_first_look"]
+
+
+def test_g_is_fixed_at_the_planned_size():
+    from causalflow.linalg.anytime import optimal_g
+    df = _frame(1_000)
+    mon = monitor(cf.ExperimentData(df, intent_to_treat="t"), y="y", looks=4)
+    assert mon.g == pytest.approx(float(optimal_g(1_000, 1_000 - 3, 0.05)), rel=1e-12)
+    mon = monitor(cf.ExperimentData(df, intent_to_treat="t"), y="y", looks=4,
+                  estimator=LinearModel(av_planned_n=5_000))
+    assert mon.g == pytest.approx(float(optimal_g(5_000, 5_000 - 3, 0.05)), rel=1e-12)
+
+
+def test_meat_moments_are_additive_and_exact():
+    rng = np.random.default_rng(5)
+    Z = np.c_[np.ones(300), rng.normal(size=(300, 3))]
+    X = Z + 0.1 * rng.normal(size=Z.shape)
+    Y = rng.normal(size=(300, 2))
+    w = rng.uniform(0.5, 2, 300)
+    B = rng.normal(size=(4, 2))
+    E = Y - X @ B
+    direct = np.einsum("i,ik,ia,ib->kab", w ** 2, E ** 2, Z, Z)
+    parts = RowMeatMoments.from_block(Z[:100], X[:100], Y[:100], w[:100]) + \
+        RowMeatMoments.from_block(Z[100:], X[100:], Y[100:], w[100:])
+    np.testing.assert_allclose(parts.meat_z(B), direct, rtol=1e-10)
+    codes = rng.integers(0, 7, 300)
+    cm = ClusterMoments.zeros(7, 4, 2).add_block(Z[:150], X[:150], Y[:150], w[:150], codes[:150])
+    cm = cm.add_block(Z[150:], X[150:], Y[150:], w[150:], codes[150:])
+    S = np.stack([np.einsum("i,ik,ia->ak", w[codes == g], E[codes == g], Z[codes == g]) for g in range(7)])
+    D = rng.normal(size=(4, 3))
+    np.testing.assert_allclose(cm.score_sums(B, D), np.einsum("gak,am->gmk", S, D), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs", [dict(looks=0), dict(looks=[5, 3]), dict(looks=[0, 10]),
+                                    dict(arrival="nope"), dict(alpha=2.0), dict(looks="many")])
+def test_bad_monitor_input(kwargs):
+    df = _frame(200)
+    with pytest.raises(ValidationError):
+        monitor(cf.ExperimentData(df, intent_to_treat="t"), y="y", **kwargs)
