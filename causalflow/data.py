@@ -51,6 +51,19 @@ def _column(df: pd.DataFrame, name, argument: str) -> pd.Series:
     return column
 
 
+def _arm_codes(series: pd.Series, arms: tuple) -> np.ndarray:
+    """Position of each value in ``arms``; -1 for a value that is not an arm.
+
+    A typed look-up first (fast); values it misses get an object look-up, where equal
+    values of different types match (1 and 1.0, 1 and True), as Python's ``==`` says.
+    """
+    values = series.to_numpy()
+    codes = pd.Index(list(arms)).get_indexer(values)
+    if (codes < 0).any():
+        codes = pd.Index(list(arms), dtype=object).get_indexer(pd.Index(values, dtype=object))
+    return codes
+
+
 def _is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
@@ -167,7 +180,7 @@ class ExperimentData:
             labels = sorted(labels.tolist(), key=str)
         self.control = self._pick_control(labels, control)
         self.arms = tuple([self.control] + [a for a in labels if a != self.control])
-        self.arm_codes = pd.Categorical(assign.to_numpy(), categories=list(self.arms)).codes.astype(np.int64)
+        self.arm_codes = _arm_codes(assign, self.arms).astype(np.int64)
         self.n_arms = len(self.arms) - 1
 
         self.dose = None  # binary design: received treatment in [0, 1]
@@ -177,7 +190,7 @@ class ExperimentData:
         self.instrument_codes = self.arm_codes
         if instrument is not None and instrument != intent_to_treat:
             inst = _column(df, instrument, "instrument")
-            codes = pd.Categorical(inst.to_numpy(), categories=list(self.arms)).codes
+            codes = _arm_codes(inst, self.arms)
             if (codes < 0).any():
                 raise ValidationError(f"instrument: column {instrument!r} has values that are not "
                                       f"arms of {intent_to_treat!r} ({list(self.arms)})")
@@ -223,7 +236,7 @@ class ExperimentData:
             if not np.array_equal(dose, self.arm_codes.astype(float)):
                 self.dose = dose
             return
-        codes = pd.Categorical(treated.to_numpy(), categories=list(self.arms)).codes
+        codes = _arm_codes(treated, self.arms)
         if (codes < 0).any():
             raise ValidationError(f"treated: column {name!r} has values that are not arms of "
                                   f"{self.intent_to_treat!r} ({list(self.arms)})")
