@@ -240,10 +240,14 @@ def parse_condition(text: str, known_columns=None) -> Condition:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        position = _position(text, exc.lineno or 1, max((exc.offset or 1) - 1, 0), column_in_bytes=False)
+        problem = exc.msg
+        if not exc.offset:  # Python's parser gives no column when the input ends too early
+            position = len(text.rstrip())
+            problem += " (the expression ends too early)"
+        else:
+            position = _position(text, exc.lineno or 1, exc.offset - 1, column_in_bytes=False)
         raise ValidationError(
-            f"condition_on expression {text!r}: syntax error at position {position}: "
-            f"{exc.msg}") from None
+            f"condition_on expression {text!r}: syntax error at position {position}: {problem}") from None
     except (RecursionError, MemoryError):
         raise ValidationError(f"condition_on expression {text!r}: nested too deeply") from None
     names: set[str] = set()
