@@ -117,7 +117,9 @@ class Covariates:
         """The original columns (labels for categoricals), for ``condition_on``."""
         cols = {name: values for name, values in self.numeric}
         for name, codes, levels in self.categorical:
-            cols[name] = np.asarray(levels, dtype=object)[codes]
+            # a boolean covariate stays boolean, so that ``flag`` and ``not flag`` are conditions
+            is_bool = all(isinstance(level, (bool, np.bool_)) for level in levels)
+            cols[name] = np.asarray(levels, dtype=bool if is_bool else object)[codes]
         return cols
 
 
