@@ -1,0 +1,91 @@
+"""``causalflow oci ...``: run the OCI loop on a plan file, or show a finished run.
+
+    causalflow oci run PLAN --out DIR [--max-iterations 3] [--artifact-level full]
+    causalflow oci show DIR
+
+Sub-commands are a dispatch table (name -> (function, help)) so features can add
+their own (for example ``eval-acic``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ValidationError
+
+__all__ = ["main"]
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="causalflow oci run", description="run the OCI loop on a plan")
+    parser.add_argument("plan", help="plan file (YAML or JSON)")
+    parser.add_argument("--out", required=True, help="folder for the artifacts and run.json")
+    parser.add_argument("--max-iterations", type=int, default=3)
+    parser.add_argument("--artifact-level", choices=["minimal", "standard", "full"], default="full")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    from tqdm import tqdm
+
+    from .loop import run
+
+    bar = tqdm(total=args.max_iterations, desc="OCI iterations", unit="it", disable=args.no_progress,
+               file=sys.stderr)
+
+    def progress(iteration) -> None:
+        bar.update(1)
+        bar.set_postfix_str(", ".join(f"{k}: {v}" for k, v in iteration.verdicts.items()))
+
+    try:
+        result = run(args.plan, max_iterations=args.max_iterations, artifacts=args.out,
+                     artifact_level=args.artifact_level, progress=progress)
+    finally:
+        bar.close()
+    print(f"stopped: {result.stop_reason} after {len(result.iterations)} iteration(s)")
+    print(result.final.to_frame().to_string(index=False))
+    print(f"artifacts: {args.out}/run.json")
+    return 0
+
+
+def _show(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="causalflow oci show", description="summarise a finished run")
+    parser.add_argument("dir", help="run folder (with run.json)")
+    args = parser.parse_args(argv)
+    import pandas as pd
+
+    from .artifacts import read_run
+
+    index = read_run(args.dir)
+    plan = index["plan"]
+    print(f"plan: treatment {plan['treatment']!r}, outcome {plan['outcome']!r}, "
+          f"estimands {plan['estimands']}")
+    print(f"stopped: {index['stop_reason']} after {len(index['iterations'])} iteration(s)")
+    for it in index["iterations"]:
+        verdicts = ", ".join(f"{k}: {v}" for k, v in it["verdicts"].items())
+        print(f"  iteration {it['index']} ({it['actor']}): {verdicts}; {it['n_proposals']} proposal(s)")
+    print(f"final (iteration {index['final']['iteration']}):")
+    print(pd.DataFrame(index["final"]["table"]).to_string(index=False))
+    return 0
+
+
+#: sub-command -> (function(argv) -> exit code, help)
+COMMANDS = {
+    "run": (_run, "run the loop on a plan file: causalflow oci run PLAN --out DIR"),
+    "show": (_show, "summarise a run folder: causalflow oci show DIR"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``causalflow oci``; returns the exit code (2 for usage or input errors)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: causalflow oci {" + ",".join(COMMANDS) + "} ...", file=sys.stderr)
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:10s} {text}", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    function = COMMANDS[argv[0]][0]
+    try:
+        return int(function(argv[1:]) or 0)
+    except ValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
