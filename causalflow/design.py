@@ -24,7 +24,6 @@ from .errors import ValidationError
 __all__ = ["Covariates", "DesignSource", "regressor_names"]
 
 _BLOCK_ROWS = 1 << 15
-_SCORE_BLOCK_VALUES = 1 << 21
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +193,9 @@ class DesignSource:
         w = None if self.weights is None else self.weights[rows]
         return Z, X, Y, w
 
-    def row_blocks(self, rows: np.ndarray | None, width: int = 0) -> Iterator:
-        """Row selections of a pass: slices of the data, or chunks of an index array.
-
-        ``width`` (values per row of the largest block array) shrinks blocks so that each
-        holds about 2**21 values.
-        """
-        size = _BLOCK_ROWS if width == 0 else max(256, min(_BLOCK_ROWS, _SCORE_BLOCK_VALUES // width))
+    def row_blocks(self, rows: np.ndarray | None, size: int | None = None) -> Iterator:
+        """Row selections of a pass: slices of the data, or chunks of an index array."""
+        size = size or _BLOCK_ROWS
         n = self.n if rows is None else len(rows)
         for start in range(0, n, size):
             stop = min(start + size, n)

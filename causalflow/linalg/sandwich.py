@@ -30,8 +30,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import scipy.sparse
 
-__all__ = ["CovType", "small_sample_factor", "ScoreAccumulator"]
+__all__ = ["CovType", "small_sample_factor", "ScoreAccumulator", "ClusterBlock"]
 
 CovType = Literal["HC0", "HC1", "CR0", "CR1"]
 
@@ -55,26 +56,40 @@ class ScoreAccumulator:
     """Accumulates the meat of contrast influences over row blocks.
 
     Call :meth:`add` once per block with ``scores`` (nb x M: the products u_i e_ik for all
-    M effect-metric columns) and, for clustered covariances, the block's cluster codes.
-    Blocks must arrive sorted by cluster code when clustered (see ``sorted_codes``), so that
-    each cluster's sum is formed by ``np.add.reduceat`` in one contiguous run.
-    :meth:`gram` returns the uncorrected meat (M x M).
+    M effect-metric columns) and, for clustered covariances, the block's
+    :class:`ClusterBlock`. Rows can arrive in any order; a cluster split across blocks
+    simply receives several partial sums. :meth:`gram` returns the uncorrected meat (M x M).
     """
 
     def __init__(self, n_columns: int, n_clusters: int | None):
+        self.n_columns = n_columns
         self._gram = np.zeros((n_columns, n_columns))
         self._clustered = n_clusters is not None
         if self._clustered:
             self._sums = np.zeros((n_clusters, n_columns))
 
-    def add(self, scores: np.ndarray, codes: np.ndarray | None = None) -> None:
+    def add(self, scores: np.ndarray, clusters: "ClusterBlock | None" = None) -> None:
         if not self._clustered:
-            self._gram += scores.T @ scores
+            self._gram += np.ascontiguousarray(scores.T) @ scores
             return
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        self._sums[codes[starts]] += np.add.reduceat(scores, starts, axis=0)
+        self._sums[clusters.ids] += clusters.indicator @ scores
 
     def gram(self) -> np.ndarray:
         if self._clustered:
             return self._sums.T @ self._sums
         return self._gram
+
+
+class ClusterBlock:
+    """The clusters of one row block: ``indicator`` (G_b x nb sparse 0/1) and their ``ids``.
+
+    Built once per block and reused by every pass, so a cluster sum is one sparse product.
+    """
+
+    __slots__ = ("ids", "indicator")
+
+    def __init__(self, codes: np.ndarray):
+        ids, local = np.unique(codes, return_inverse=True)
+        self.ids = ids
+        self.indicator = scipy.sparse.csr_matrix(
+            (np.ones(len(codes)), (local, np.arange(len(codes)))), shape=(len(ids), len(codes)))

@@ -16,16 +16,18 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ..design import regressor_names
 from ..errors import ValidationError
 from ..expr import parse_condition
-from ..linalg.sandwich import CovType, ScoreAccumulator, small_sample_factor
+from ..linalg.sandwich import ClusterBlock, CovType, ScoreAccumulator, small_sample_factor
 from ..linalg.twosls import Moments, TwoSLSFit, solve_2sls
 
 __all__ = ["LinearModel", "LinearModelResults"]
 
 FitKind = Literal["itt", "iv"]
+_SCORE_BLOCK_ROWS = 1 << 14
 
 
 class LinearModel:
@@ -103,6 +105,24 @@ class _Group:
     fits: dict  # "itt" / "iv" -> TwoSLSFit
 
 
+def _single_blas_thread():
+    """Row-block GEMMs are tall and thin (p ~ 20 columns): one BLAS thread is fastest, and
+    threads that spin-wait slow down badly when the machine is busy."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _accumulate(source, rows, mu, metrics) -> Moments:
+    """One pass over the rows: the weighted cross-products of one group of metrics."""
+    moments = None
+    for block in source.row_blocks(rows):
+        Z, X, Y, w = source.block(block, mu, metrics)
+        Zw = Z if w is None else Z * w[:, None]
+        ZwT = np.ascontiguousarray(Zw.T)
+        part = Moments(ZwT @ Z, None if X is None else ZwT @ X, ZwT @ Y, None, len(Z))
+        moments = part if moments is None else moments + part
+    return moments
+
+
 def _missing_groups(outcomes: tuple) -> list[tuple[np.ndarray | None, tuple]]:
     """Group metric indices by their pattern of missing rows."""
     patterns: dict[bytes, list[int]] = {}
@@ -133,6 +153,7 @@ class LinearModelResults:
         self._source = source
         self._groups = groups
         self.names = names
+        self._block_cache: dict = {}  # memo of row blocks; never changes results
 
     # -- fitting ---------------------------------------------------------------------
     @classmethod
@@ -149,12 +170,8 @@ class LinearModelResults:
                 raise ValidationError(f"y: metric(s) {[spec.metrics[k] for k in metrics]} have {n} "
                                       f"complete rows for {p} parameters")
             mu = spec.covariates.means(rows, source.weights)
-            moments = None
-            for block in source.row_blocks(rows):
-                Z, X, Y, w = source.block(block, mu, metrics)
-                Zw = Z if w is None else Z * w[:, None]
-                part = Moments(Zw.T @ Z, None if X is None else Zw.T @ X, Zw.T @ Y, None, len(Z))
-                moments = part if moments is None else moments + part
+            with _single_blas_thread():
+                moments = _accumulate(source, rows, mu, metrics)
             fits = {"itt": solve_2sls(Moments(moments.zwz, None, moments.zwy, None, n), names)}
             if source.iv:
                 fits["iv"] = solve_2sls(moments, names)
@@ -229,12 +246,6 @@ class LinearModelResults:
         return pd.DataFrame(se, index=self.names, columns=list(self.metrics))
 
     # -- the contrast pass -------------------------------------------------------------
-    @cached_property
-    def _cluster_order(self) -> np.ndarray | None:
-        if self.cov_type.startswith("HC"):
-            return None
-        return np.argsort(self._source.clusters, kind="stable")
-
     def _contrast_cov(self, requests: list) -> tuple[np.ndarray, list]:
         """Joint covariance of the contrasts ``requests = [(group, kind, D (m x p)), ...]``.
 
@@ -252,9 +263,36 @@ class LinearModelResults:
         acc = ScoreAccumulator(total, source.n_clusters if clustered else None)
         partial = any(self._groups[gi].rows is not None for gi, _, _ in requests)
         influence = [self._groups[gi].fits[kind].influence @ D.T for gi, kind, D in requests]
-        width = total + 3 * len(self.names) + len(self.metrics)
-        order = self._cluster_order
-        for rows in source.row_blocks(order, width):
+        inputs = len(self.metrics) + self.spec.covariates.q + 4
+        order = "clustered" if clustered and total > 1.5 * inputs else "natural"
+        with _single_blas_thread():
+            acc = self._score_pass(requests, layout, influence, acc, partial, order)
+            gram = acc.gram()
+        return self._scaled(gram, requests, layout)
+
+    @cached_property
+    def _cluster_order(self) -> np.ndarray:
+        return np.argsort(self._source.clusters, kind="stable")
+
+    def _blocks(self, order: Literal["natural", "clustered"]) -> list:
+        """Row blocks of the score passes, with their cluster indicators (built once per order).
+
+        In data order, the clusters of a block are scattered, so each block adds a partial sum
+        for almost every row: the scatter costs n x M values for M effect-metric columns. In
+        cluster order a block holds whole clusters and the sums compress, but the rows must be
+        gathered: n x (K + q) values. The cheaper one is chosen per pass.
+        """
+        if order not in self._block_cache:
+            rows_order = self._cluster_order if order == "clustered" else None
+            clustered = self.cov_type.startswith("CR")
+            self._block_cache[order] = [
+                (rows, ClusterBlock(self._source.clusters[rows]) if clustered else None)
+                for rows in self._source.row_blocks(rows_order, _SCORE_BLOCK_ROWS)]  # noqa: E501
+        return self._block_cache[order]
+
+    def _score_pass(self, requests, layout, influence, acc, partial, order):
+        total = acc.n_columns
+        for rows, clusters in self._blocks(order):
             nb = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
             scores = np.zeros((nb, total)) if partial else np.empty((nb, total))
             built = {}
@@ -267,7 +305,7 @@ class LinearModelResults:
                         index = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
                         sel = g.member[index]
                         sub = index[sel]
-                    built[gi] = (sel, source.block(sub, g.mu, g.metrics))
+                    built[gi] = (sel, self._source.block(sub, g.mu, g.metrics))
                 sel, (Z, X, Y, w) = built[gi]
                 fit: TwoSLSFit = g.fits[kind]
                 E = Y - (X if kind == "iv" else Z) @ fit.coef
@@ -275,19 +313,21 @@ class LinearModelResults:
                 if w is not None:
                     U *= w[:, None]
                 s, m, K = layout[r]
-                block = (U[:, :, None] * E[:, None, :]).reshape(len(Z), m * K)
-                if sel is None:
-                    scores[:, s:s + m * K] = block
+                if sel is None:  # write the products straight into their columns
+                    np.multiply(U[:, :, None], E[:, None, :], out=scores[:, s:s + m * K].reshape(len(Z), m, K))
                 else:
-                    scores[sel, s:s + m * K] = block
-            acc.add(scores, source.clusters[rows] if clustered else None)
-        factor = np.empty(total)
+                    scores[sel, s:s + m * K] = (U[:, :, None] * E[:, None, :]).reshape(len(Z), m * K)
+            acc.add(scores, clusters)
+        return acc
+
+    def _scaled(self, gram, requests, layout):
+        factor = np.empty(gram.shape[0])
         p = len(self.names)
         for (gi, _, _), (s, m, K) in zip(requests, layout):
             g = self._groups[gi]
             factor[s:s + m * K] = small_sample_factor(self.cov_type, g.n, p, g.n_clusters)
         root = np.sqrt(factor)
-        return acc.gram() * np.outer(root, root), layout
+        return gram * np.outer(root, root), layout
 
     # -- effects -----------------------------------------------------------------------
     def infer_effect(self, condition_on=None, alpha: float = 0.05):
