@@ -174,7 +174,7 @@ def e_value(estimate: float, ci_lower: float, ci_upper: float, sd: float) -> tup
     Examples
     --------
     >>> round(e_value(0.5, 0.2, 0.8, 1.0)[0], 4)
-    2.5144
+    2.5291
     >>> e_value(0.5, -0.1, 1.1, 1.0)[1]
     1.0
     """
@@ -208,7 +208,7 @@ def robustness_value(t_stat: float, dof: int, q: float = 1.0, alpha: float | Non
     Examples
     --------
     >>> round(robustness_value(4.0, 100), 4)
-    0.3258
+    0.3279
     """
     f = q * abs(t_stat) / np.sqrt(dof)
     if alpha is not None:

@@ -189,6 +189,9 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
     X_all, names_all, owners_all = encode_covariates(frame, plan.all_confounders)
     t, y = data.treatment, data.outcome
     n_treated, n_control = int(t.sum()), int(len(t) - t.sum())
+    if min(n_treated, n_control) == 0:
+        raise ValidationError(f"Plan.treatment: no {'control' if n_control == 0 else 'treated'} units "
+                              "in this population")
     if min(n_treated, n_control) < spec.n_folds:
         raise ValidationError(f"Spec.n_folds: {spec.n_folds} folds need at least as many treated and "
                               f"control units (have {n_treated} / {n_control})")

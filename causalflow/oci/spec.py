@@ -134,6 +134,7 @@ class Spec:
                 kwargs[name] = tuple(value)
         if plan is not None:
             kwargs.setdefault("seed", plan.seed)
+            _check_columns(kwargs.get("covariates", ()), plan)
         spec = cls(**kwargs)
         if plan is not None:
             check_against_plan(spec, plan)
@@ -194,13 +195,17 @@ def _check_spec(spec: Spec) -> None:
             fail("notes", "must be strings")
 
 
-def check_against_plan(spec: Spec, plan: Plan) -> None:
-    """Covariates must be plan confounders and placebos plan placebos (no outcome leakage)."""
-    allowed = set(plan.all_confounders)
-    for c in spec.covariates:
-        if c not in allowed:
+def _check_columns(covariates, plan: Plan) -> None:
+    for c in covariates:
+        if c not in plan.all_confounders:
             raise ValidationError(f"Spec.covariates: {c!r} is not a confounder of the plan "
                                   f"(allowed: {list(plan.all_confounders)})")
+
+
+def check_against_plan(spec: Spec, plan: Plan) -> None:
+    """Covariates must be plan confounders and placebos plan placebos (no outcome leakage)."""
+    _check_columns(spec.covariates, plan)
+    allowed = set(plan.all_confounders)
     for c in spec.placebo_outcomes:
         if c not in plan.placebo_outcomes:
             raise ValidationError(f"Spec.placebo_outcomes: {c!r} is not a placebo outcome of the plan")
@@ -228,7 +233,13 @@ def apply_change(spec: Spec, change: Mapping, plan: Plan | None = None) -> Spec:
     unknown = sorted(set(change) - set(CHANGE_KEYS))
     if unknown:
         raise ValidationError(f"change.{unknown[0]}: unknown key; known keys: {list(CHANGE_KEYS)}")
+    for key in ("add_estimands", "add_covariates", "notes"):
+        if key in change and not (isinstance(change[key], (list, tuple))
+                                  and all(isinstance(v, str) for v in change[key])):
+            raise ValidationError(f"change.{key}: must be a list of strings, got {change[key]!r}")
     fields = {}
+    if plan is not None and "add_covariates" in change:
+        _check_columns(change["add_covariates"], plan)
     if "add_estimands" in change:
         fields["estimands"] = tuple(dict.fromkeys([*spec.estimands, *change["add_estimands"]]))
     if "add_covariates" in change:
