@@ -73,6 +73,33 @@ class Effects:
     def __len__(self) -> int:
         return len(self.records)
 
+    def project(self, weights) -> "Effects":
+        r"""Project onto a mix of conditions, or onto a target population's covariates.
+
+        ``weights``: ``{condition: weight}`` summing to 1, over conditions this call
+        inferred (or that the model can infer; ``"all"`` is the average effect): per
+        metric, arm and estimand the estimate :math:`\sum_c v_c \hat\tau_c` with
+        variance :math:`v'\Sigma v` from the joint covariance, which is kept across the
+        projected arms and metrics. Or a table (pandas / polars / pyarrow) with the
+        covariate columns: the conditional effect at that table's covariate means.
+        See :mod:`causalflow.projection`.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, causalflow as cf
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"t": rng.integers(0, 2, 500), "econ": rng.choice(["strong", "weak"], 500)})
+        >>> df["y"] = df.t * (1 + (df.econ == "weak")) + rng.normal(size=500)
+        >>> eff = cf.ExperimentData(df, intent_to_treat="t").add_metric(
+        ...     y="y", exogenous_covariates=["econ"]).fit(cf.LinearModel).infer_effect(
+        ...     condition_on=["econ == 'strong'", "econ == 'weak'"])
+        >>> proj = eff.project({"econ == 'strong'": 0.2, "econ == 'weak'": 0.8})
+        >>> bool(np.isclose(proj.estimate[0], 0.2 * eff.estimate[0] + 0.8 * eff.estimate[1]))
+        True
+        """
+        from .projection import project
+        return project(self, weights)
+
     def _anytime_columns(self) -> dict:
         """Anytime-valid p-values and confidence sequences (:mod:`causalflow.linalg.anytime`)."""
         from .linalg.anytime import contrast_anytime_valid

@@ -1,0 +1,174 @@
+r"""Projection of conditional effects onto a new mix of conditions or a target population.
+
+Both are delta-vector contrasts (DESIGN.md, "Effects are delta vectors"):
+
+* onto weights :math:`v_c` over conditions (:math:`\sum_c v_c = 1`): for every metric, arm
+  and estimand, :math:`\hat\tau_v = \sum_c v_c \hat\tau_c`, i.e. :math:`W\hat\tau` with a
+  weight matrix W over the call's effects, and the joint covariance :math:`W \Sigma W'`
+  (so the SE is :math:`\sqrt{v'\Sigma_{cc}v}` and projected effects keep their covariance
+  across arms and metrics);
+* onto a target covariate distribution given as a table: the conditional effect at the
+  table's covariate means, :math:`d = e_{D_j} + \sum_l (\bar x^{target}_l - \mu_l)
+  e_{D_j \times X_l}` (Lin 2013 regression: the effect is linear in the covariates), which
+  carries an effect measured in one market to another with a different covariate mix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import ValidationError
+
+__all__ = ["project", "projection_weights"]
+
+
+def projection_weights(records, weights: Mapping) -> tuple[np.ndarray, list]:
+    """Weight matrix W (m_new x m) and the records of the projected effects.
+
+    ``weights`` maps condition texts (``"all"`` for the average effect) to weights; every
+    metric x arm x estimand that has all the named conditions gets one projected effect.
+
+    >>> recs = [dict(metric="y", arm=1, condition=c, estimand="CATE", estimate=e, n=n, dof=90,
+    ...              n_clusters=None) for c, e, n in (("a", 1.0, 40), ("b", 3.0, 60))]
+    >>> W, new = projection_weights(recs, {"a": 0.25, "b": 0.75})
+    >>> W.tolist(), new[0]["estimate"], new[0]["condition"]
+    ([[0.25, 0.75]], 2.5, "project{'a': 0.25, 'b': 0.75}")
+    """
+    label = "project{" + ", ".join(f"{k!r}: {v:g}" for k, v in weights.items()) + "}"
+    groups: dict = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r["metric"], r["arm"], r["estimand"]), {})[r["condition"]] = i
+    rows, new = [], []
+    for (metric, arm, estimand), by_cond in groups.items():
+        if not all(c in by_cond for c in weights):
+            continue
+        w = np.zeros(len(records))
+        for c, v in weights.items():
+            w[by_cond[c]] = v
+        first = records[by_cond[next(iter(weights))]]
+        rows.append(w)
+        new.append(dict(metric=metric, arm=arm, condition=label, estimand=estimand,
+                        estimate=float(sum(v * records[by_cond[c]]["estimate"] for c, v in weights.items())),
+                        n=int(sum(records[by_cond[c]]["n"] for c in weights)),
+                        dof=first.get("dof"), n_clusters=first.get("n_clusters")))
+    return np.array(rows).reshape(len(rows), len(records)), new
+
+
+def _check_weights(weights) -> dict:
+    if not isinstance(weights, Mapping) or not weights:
+        raise ValidationError("weights: expected a non-empty mapping {condition: weight}")
+    out = {}
+    for key, value in weights.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValidationError(f"weights: condition {key!r} is not a condition text")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(value):
+            raise ValidationError(f"weights: weight of {key!r} must be a finite number, got {value!r}")
+        out[key.strip() if key.strip() != "all" else "all"] = float(value)
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-9:
+        raise ValidationError(f"weights: must sum to 1, they sum to {total:.12g}")
+    return out
+
+
+def project(effects, weights):
+    """Project ``effects`` onto a mix of conditions (mapping) or a target table.
+
+    See :meth:`causalflow.effects.Effects.project`.
+    """
+    from .effects import Effects
+    if isinstance(weights, Mapping):
+        weights = _check_weights(weights)
+        known = {r["condition"] for r in effects.records}
+        missing = [c for c in weights if c not in known]
+        if missing:
+            infer = getattr(effects.model, "infer_effect", None)
+            if infer is None:
+                raise ValidationError(f"weights: conditions {missing} were not inferred by this call and "
+                                      "cannot be inferred from it")
+            wanted = [c for c in dict.fromkeys([*(c for c in effects.conditions if c is not None),
+                                                *weights]) if c != "all"]
+            effects = infer(condition_on=wanted, alpha=effects.alpha)   # bad text: ValidationError
+            if "all" in weights:
+                raise ValidationError("weights: 'all' (the average effect) cannot be mixed with conditions "
+                                      "that this call did not infer; infer them together first")
+        W, records = projection_weights(effects.records, weights)
+        if not records:
+            raise ValidationError(f"weights: no metric x arm has every condition of {sorted(weights)}")
+        cov = W @ effects.cov @ W.T
+        return Effects._from_fit(records, cov, effects.alpha, effects.model, [records[0]["condition"]])
+    return _project_to_table(effects, weights)
+
+
+def _target_means(covariates, table: pd.DataFrame) -> np.ndarray:
+    """Means of the model's design covariate columns over a target table."""
+    out = np.empty(covariates.q)
+    col = 0
+    for name, _ in covariates.numeric:
+        if name not in table.columns:
+            raise ValidationError(f"target: covariate column {name!r} is not in the table")
+        series = table[name]
+        if not pd.api.types.is_numeric_dtype(series) or series.isna().any():
+            raise ValidationError(f"target: covariate {name!r} must be numeric without missing values")
+        out[col] = float(series.to_numpy(dtype=float).mean())
+        col += 1
+    for name, _, levels in covariates.categorical:
+        if name not in table.columns:
+            raise ValidationError(f"target: covariate column {name!r} is not in the table")
+        values = table[name].to_numpy(dtype=object)
+        unknown = sorted({str(v) for v in values if v not in levels})
+        if unknown:
+            raise ValidationError(f"target: covariate {name!r} has levels {unknown} not seen in the "
+                                  f"experiment ({list(levels)})")
+        for level in levels[1:]:
+            out[col] = float(np.mean(values == level))
+            col += 1
+    return out
+
+
+def _project_to_table(effects, table):
+    from .data import _to_pandas
+    from .effects import Effects
+    model = effects.model
+    if not hasattr(model, "_contrast_cov"):
+        raise ValidationError("target: projection onto a table needs effects from a fitted LinearModel")
+    try:
+        frame = _to_pandas(table)
+    except Exception as exc:  # noqa: BLE001 (name the argument, keep the reason)
+        raise ValidationError(f"target: expected a pandas, polars or pyarrow table ({exc})") from None
+    if len(frame) == 0:
+        raise ValidationError("target: the table has no rows")
+    covariates = model.spec.covariates
+    xbar = _target_means(covariates, frame)
+    J, q, p = model._source.n_arms, covariates.q, len(model.names)
+    requests, meta = [], []
+    for gi, g in enumerate(model._groups):
+        D = np.zeros((J, p))
+        for j in range(J):
+            D[j, 1 + j] = 1.0
+            D[j, 1 + J + q + j * q:1 + J + q + (j + 1) * q] = xbar - g.mu
+        for kind in model.fit_kinds:
+            requests.append((gi, kind, D))
+            meta.append((g, kind))
+    cov, layout = model._contrast_cov(requests)
+    label = f"target table ({len(frame)} rows)"
+    records, index = [], []
+    for (gi, kind, D), (g, _), (s, m, K) in zip(requests, meta, layout):
+        est = D @ g.fits[kind].coef
+        for j in range(J):
+            for pos, k in enumerate(g.metrics):
+                records.append(dict(metric=model.metrics[k], arm=model.spec.data.arms[j + 1],
+                                    condition=label, estimand=model._estimand(kind, True),
+                                    estimate=float(est[j, pos]), n=g.n, dof=model._dof(g),
+                                    n_clusters=g.n_clusters, _sort=(k, j, kind)))
+                index.append(s + j * K + pos)
+    order = sorted(range(len(records)), key=lambda i: records[i]["_sort"])
+    index = np.asarray(index)[order]
+    records = [records[i] for i in order]
+    for r in records:
+        del r["_sort"]
+    return Effects._from_fit(records, cov[np.ix_(index, index)], effects.alpha, model, [label])
