@@ -84,7 +84,7 @@ def _ridge_regressor(seed: int):
     return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 10)))
 
 
-_LGBM_OPTIONS = dict(n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=20,
+_LGBM_OPTIONS = dict(n_estimators=100, learning_rate=0.1, num_leaves=15, min_child_samples=20,
                      subsample=1.0, colsample_bytree=1.0, n_jobs=1, deterministic=True,
                      force_col_wise=True, verbose=-1)
 

@@ -151,7 +151,8 @@ def _check_final_stage(spec: Spec) -> None:
         final_stage.require()
 
 
-def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = None) -> SpecResult:
+def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = None, *,
+             blas_threads: int | None = 1) -> SpecResult:
     """Execute one spec: cross-fitted nuisances, estimates of every estimand, diagnostics.
 
     Steps: (1) encode the spec's covariates and every plan confounder; (2) folds
@@ -176,7 +177,20 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
     >>> r = run_spec(prepare_data(plan), spec).estimates[0]
     >>> abs(r.estimate - 2) < 3 * r.std_error
     True
+
+    ``blas_threads`` caps the BLAS / OpenMP threads while it runs (threadpoolctl):
+    at these sizes one thread is fastest, and parallel evaluations (one process per
+    core) must not oversubscribe; None leaves the process default.
     """
+    if blas_threads is None:
+        return _run_spec(data, spec, thresholds)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads):
+        return _run_spec(data, spec, thresholds)
+
+
+def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> SpecResult:
     th = thresholds or Thresholds()
     plan = data.plan
     check_against_plan(spec, plan)
@@ -212,6 +226,7 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
     priority = dict(spec.priorities)
     in_model = set(spec.covariates)
     sd_y = float(np.std(y, ddof=1))
+    linear_fits: dict = {}  # the linear outcome regression depends only on the rows (and weights)
     estimates, diagnostics = [], []
     for estimand in spec.estimands:
         trimmed = alpha > 0 and estimand != "ATO"
@@ -247,8 +262,11 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
             pk = est.estimate(estimand, data.placebos[c][rows], tt, ee, fit.m0[c][rows], fit.m1[c][rows])
             placebo.append(PlaceboResult(c, pk.estimate, pk.std_error, pk.p_value))
         ev, ev_ci = e_value(kern.estimate, lo, hi, sd_y)
-        lin_w = w if spec.final_stage == "weighted_linear" else None
-        b, tstat, dof = linear_sensitivity(y[rows], tt, X[rows], lin_w)
+        weighted = spec.final_stage == "weighted_linear"
+        key = (trimmed, estimand if weighted else None)
+        if key not in linear_fits:
+            linear_fits[key] = linear_sensitivity(y[rows], tt, X[rows], w if weighted else None)
+        b, tstat, dof = linear_fits[key]
         sens = Sensitivity(ev, ev_ci, b, tstat, dof, float(tstat**2 / (tstat**2 + dof)),
                            robustness_value(tstat, dof), robustness_value(tstat, dof, alpha=0.05))
         checks = evaluate_checks(estimand, balance, overlap, tuple(placebo), sens, kern.p_value,
