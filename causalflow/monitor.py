@@ -32,7 +32,7 @@ from .effects import Effects
 from .errors import ValidationError
 from .expr import parse_condition
 from .linalg.anytime import optimal_g, running_anytime_valid
-from .linalg.incremental import ClusterMoments, RowMeatMoments, block_moments
+from .linalg.incremental import ClusterMoments, LinMeatMoments, RowMeatMoments, block_moments
 from .linalg.sandwich import small_sample_factor
 from .linalg.twosls import Moments, solve_2sls
 
@@ -309,7 +309,11 @@ class _GroupState:
             if self.clusters is not None:
                 self.clusters[kind] = self.clusters[kind].add_block(Z, Xk, Y, w, source.clusters[rows])
             else:
-                m = RowMeatMoments.from_block(Z, Xk, Y, w)
+                q = self.cond_sum.shape[1]
+                if Xk is None and Z.shape[1] <= LinMeatMoments.MAX_P:
+                    m = LinMeatMoments.from_block(Z, Y, w, J, q)      # distinct monomials only
+                else:
+                    m = RowMeatMoments.from_block(Z, Xk, Y, w)
                 self.meat[kind] = m if self.meat[kind] is None else self.meat[kind] + m
         q = self.cond_sum.shape[1]
         xc = Z[:, 1 + J:1 + J + q]
