@@ -1,0 +1,279 @@
+"""Hypothesis properties of the core engine (issue 3; STYLE.md item 11).
+
+Each property compares two fits that must agree mathematically. The tolerance is
+rtol = 1e-9 (atol 1e-12) throughout: both sides are the same closed-form solution computed
+with sums in a different order (row order, blocks, a different set of columns), so they
+differ only by floating-point rounding, about 1e-14 relative for these small well-conditioned
+designs; 1e-9 leaves five orders of margin for that, yet any genuine error (a wrong factor,
+a misplaced row, a wrong centring) moves the results by far more than 1e-9.
+
+The data are small simulated experiments (tests/conftest.py): hypothesis draws the design,
+the seed, permutations, scale factors and missing-value patterns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import causalflow as cf
+
+RTOL, ATOL = 1e-9, 1e-12
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+DESIGNS = ["ab", "encouragement", "cluster", "adaptive", "multi_arm", "mixed"]
+CLUSTERED = {"cluster", "mixed"}
+CONDITIONS = ["seg == 'b'", "x > 0 and seg != 'c'"]
+KEY = ["metric", "arm", "condition", "estimand"]
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+def table(effects) -> pd.DataFrame:
+    """Effects as a frame indexed by (metric, arm, condition, estimand)."""
+    frame = effects.to_frame()
+    frame["arm"] = frame["arm"].astype(str)
+    return frame.set_index(KEY).sort_index()
+
+
+def assert_same(left: pd.DataFrame, right: pd.DataFrame, scale=1.0, se_scale=None):
+    """Same effects: estimate(left) = scale * estimate(right), SE likewise with |scale|."""
+    se_scale = abs(scale) if se_scale is None else se_scale
+    assert list(left.index) == list(right.index)
+    np.testing.assert_allclose(left.estimate, scale * right.estimate, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(left.std_error, se_scale * right.std_error, rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(left.n, right.n)
+
+
+def cov_types(design: str) -> list[str]:
+    return ["HC0", "HC1", "CR0", "CR1"] if design in CLUSTERED else ["HC0", "HC1"]
+
+
+# every (design, covariance) pair; hypothesis draws one per example
+design_cov = st.sampled_from([(d, c) for d in DESIGNS for c in cov_types(d)])
+
+
+# -- row order -------------------------------------------------------------------------------
+@SETTINGS
+@given(design=st.sampled_from(DESIGNS), seed=seeds, perm_seed=seeds, cov_type=st.sampled_from(["HC", "CR"]),
+       with_nan=st.booleans())
+def test_invariant_to_row_order(simulate, design, seed, perm_seed, cov_type, with_nan):
+    sim = simulate(design, seed)
+    if with_nan:
+        sim.df.loc[sim.df.index[3::5], "y2"] = np.nan
+    cov_type = cov_type + "1" if design in CLUSTERED else "HC1"
+    order = np.random.default_rng(perm_seed).permutation(len(sim.df))
+    shuffled = sim.df.iloc[order]
+    if perm_seed % 2:
+        shuffled = shuffled.reset_index(drop=True)
+    a = sim.fit(cov_type).infer_effect(condition_on=CONDITIONS)
+    b = sim.fit(cov_type, df=shuffled).infer_effect(condition_on=CONDITIONS)
+    assert_same(table(b), table(a))
+    np.testing.assert_allclose(b.cov, a.cov, rtol=RTOL, atol=ATOL)
+
+
+# -- relabelling arms ----------------------------------------------------------------------------
+RELABELS = [
+    {"ctl": "base", "blue": "zeta", "green": "alpha"},  # control stays first, the others swap order
+    {"ctl": 5, "blue": 9, "green": 2},                   # numbers, control not the smallest
+    {"ctl": "ctl", "blue": "green", "green": "blue"},   # swap the two treatment labels
+]
+
+
+@SETTINGS
+@given(seed=seeds, relabel=st.sampled_from(RELABELS), cov_type=st.sampled_from(["HC0", "HC1", "CR1"]))
+def test_relabelling_arms_permutes_effects(simulate, seed, relabel, cov_type):
+    sim = simulate("multi_arm", seed)
+    if cov_type.startswith("CR"):
+        sim.df["cell"] = np.arange(len(sim.df))  # one row per cluster: never mixed
+        sim.design = {**sim.design, "cluster_by": "cell"}
+    renamed = sim.df.assign(variant=sim.df.variant.map(relabel))
+    original = sim.fit(cov_type).infer_effect(condition_on=CONDITIONS)
+    relabelled = sim.fit(cov_type, df=renamed, control=relabel["ctl"]).infer_effect(condition_on=CONDITIONS)
+    old, new = original.to_frame(), relabelled.to_frame()
+    assert set(new.arm) == {relabel["blue"], relabel["green"]}
+    # position in the old table of each row of the new table
+    back = {v: k for k, v in relabel.items()}
+    old_keys = {(r.metric, r.arm, r.condition, r.estimand): i for i, r in enumerate(old.itertuples())}
+    where = np.array([old_keys[(r.metric, back[r.arm], r.condition, r.estimand)] for r in new.itertuples()])
+    np.testing.assert_allclose(new.estimate, old.estimate.to_numpy()[where], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(new.std_error, old.std_error.to_numpy()[where], rtol=RTOL, atol=ATOL)
+    # the joint covariance is permuted the same way
+    np.testing.assert_allclose(relabelled.cov, original.cov[np.ix_(where, where)], rtol=RTOL, atol=ATOL)
+
+
+@SETTINGS
+@given(seed=seeds, cov_type=st.sampled_from(["HC0", "HC1"]), covariates=st.sampled_from([[], ["x", "seg"]]))
+def test_changing_the_control_arm_is_a_linear_reparametrisation(simulate, seed, cov_type, covariates):
+    """With arm-specific intercepts and slopes, green vs blue = (green - ctl) - (blue - ctl),
+    for average and conditional effects, and its variance comes from the joint covariance."""
+    sim = simulate("multi_arm", seed)
+    conditions = CONDITIONS if covariates else None
+    old = sim.fit(cov_type, covariates=covariates).infer_effect(condition_on=conditions)
+    new = sim.fit(cov_type, covariates=covariates, control="blue").infer_effect(condition_on=conditions)
+    old_frame, new_frame = old.to_frame(), new.to_frame()
+    index = {(r.metric, r.arm, r.condition): i for i, r in enumerate(old_frame.itertuples())}
+    for i, r in enumerate(new_frame.itertuples()):
+        d = np.zeros(len(old_frame))
+        d[index[(r.metric, "blue", r.condition)]] = -1.0
+        if r.arm == "green":
+            d[index[(r.metric, "green", r.condition)]] = 1.0
+        else:
+            assert r.arm == "ctl"
+        np.testing.assert_allclose(r.estimate, d @ old_frame.estimate.to_numpy(), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(r.std_error, np.sqrt(d @ old.cov @ d), rtol=RTOL, atol=ATOL)
+
+
+# -- units of y --------------------------------------------------------------------------------
+@SETTINGS
+@given(case=design_cov, seed=seeds,
+       c=st.sampled_from([-1.0, 2.5, -0.01, 1e3, -7.25]), shift=st.sampled_from([0.0, 100.0, -3.5]))
+def test_scaling_y_scales_effects_and_standard_errors(simulate, case, seed, c, shift):
+    design, cov_type = case
+    sim = simulate(design, seed)
+    base = table(sim.fit(cov_type).infer_effect(condition_on=CONDITIONS))
+    scaled = sim.df.assign(y1=c * sim.df.y1 + shift, y2=c * sim.df.y2)
+    other = table(sim.fit(cov_type, df=scaled).infer_effect(condition_on=CONDITIONS))
+    # a shift of y moves the intercept only; atol scales with the size of the numbers
+    np.testing.assert_allclose(other.estimate, c * base.estimate, rtol=RTOL, atol=ATOL * 1e3 * abs(c))
+    np.testing.assert_allclose(other.std_error, abs(c) * base.std_error, rtol=RTOL, atol=ATOL * 1e3 * abs(c))
+
+
+@SETTINGS
+@given(design=st.sampled_from(DESIGNS), seed=seeds, a=st.sampled_from([0.1, -4.0, 30.0]),
+       b=st.sampled_from([0.0, 1e3]), order=st.booleans())
+def test_affine_covariate_changes_and_covariate_order_change_nothing(simulate, design, seed, a, b, order):
+    """Covariates are centred and interacted: x -> a x + b spans the same columns, and the
+    conditions below are rewritten so that they select the same rows."""
+    sim = simulate(design, seed)
+    covariates = ["seg", "x"] if order else ["x", "seg"]
+    base_model = sim.fit()
+    base = table(base_model.infer_effect(condition_on=["x > 0.25"]))
+    moved = sim.df.assign(x=a * sim.df.x + b)
+    model = sim.fit(df=moved, covariates=covariates)
+    # (x' - b) / a is the original x again, so this condition selects the same rows
+    other = model.infer_effect(condition_on=[f"(x - {b}) / {a} > 0.25"]).to_frame()
+    other["condition"] = "x > 0.25"
+    other["arm"] = other["arm"].astype(str)
+    assert_same(other.set_index(KEY).sort_index(), base)
+    # coefficients are labelled by name whatever the order of the covariate list
+    p0, p1 = base_model.params(), model.params()
+    assert sorted(p0.index) == sorted(p1.index)
+    # centred x becomes a (x - mean): slopes on x scale by 1/a, every other coefficient is unchanged
+    slopes = [name for name in p0.index if name == "x" or name.endswith(":x")]
+    others = [name for name in p0.index if name not in slopes]
+    np.testing.assert_allclose(p1.loc[others], p0.loc[others], rtol=RTOL, atol=ATOL * 1e3)
+    np.testing.assert_allclose(p1.loc[slopes] * a, p0.loc[slopes], rtol=RTOL, atol=ATOL)
+
+
+# -- one row per cluster ---------------------------------------------------------------------------
+@SETTINGS
+@given(design=st.sampled_from(DESIGNS), seed=seeds, with_nan=st.booleans(), small_sample=st.booleans())
+def test_clusters_of_one_row_equal_heteroskedasticity_robust(simulate, design, seed, with_nan, small_sample):
+    sim = simulate(design, seed)
+    df = sim.df.assign(row_id=np.arange(len(sim.df)) * 7 + 3)
+    if with_nan:
+        df.loc[df.index[::6], "y2"] = np.nan
+    design_kw = {**sim.design, "cluster_by": "row_id"}
+    spec = cf.ExperimentData(df, **design_kw).add_metric(y=sim.y, exogenous_covariates=sim.covariates)
+    k = "1" if small_sample else "0"
+    hc = table(spec.fit(cf.LinearModel(cov_type="HC" + k)).infer_effect(condition_on=CONDITIONS))
+    cr = table(spec.fit(cf.LinearModel(cov_type="CR" + k)).infer_effect(condition_on=CONDITIONS))
+    if not small_sample:
+        assert_same(cr, hc)
+        return
+    # the stated small-sample factors, written out here independently: CR1 G/(G-1) (n-1)/(n-p),
+    # HC1 n/(n-p); with G = n clusters they coincide (n/(n-1) (n-1)/(n-p) = n/(n-p))
+    n_arms = len(set(df[sim.design["intent_to_treat"]]))
+    p = n_arms * (1 + 1 + 2)  # per arm: intercept, x, seg[b], seg[c]
+    for metric in sim.y:
+        n = int(df[metric].notna().sum())
+        G = n
+        ratio = np.sqrt((G / (G - 1) * (n - 1) / (n - p)) / (n / (n - p)))
+        assert_same(cr.loc[[metric]], hc.loc[[metric]], se_scale=ratio)
+
+
+# -- metrics do not interact ---------------------------------------------------------------------
+@SETTINGS
+@given(case=design_cov, seed=seeds, nan_step=st.sampled_from([0, 3, 7]), extra_nan=st.booleans())
+def test_adding_a_metric_does_not_change_the_others(simulate, case, seed, nan_step, extra_nan):
+    design, cov_type = case
+    sim = simulate(design, seed)
+    df = sim.df.assign(y3=sim.df.y1 * 0.3 + sim.df.y2)
+    if nan_step:
+        df.loc[df.index[::nan_step], "y1"] = np.nan
+    if extra_nan:
+        df.loc[df.index[1::4], "y3"] = np.nan
+    alone = table(sim.fit(cov_type, y=["y1"], df=df).infer_effect(condition_on=CONDITIONS))
+    together = table(sim.fit(cov_type, y=["y2", "y1", "y3"], df=df).infer_effect(condition_on=CONDITIONS))
+    assert_same(together.loc[["y1"]], alone)
+
+
+@SETTINGS
+@given(case=design_cov, seed=seeds, nan_seed=seeds, share=st.sampled_from([0.05, 0.2, 0.4]))
+def test_metric_with_missing_values_equals_fit_on_its_complete_rows(simulate, case, seed, nan_seed, share):
+    design, cov_type = case
+    sim = simulate(design, seed)
+    df = sim.df.copy()
+    missing = np.random.default_rng(nan_seed).random(len(df)) < share
+    missing[:3] = False  # keep the rows that guarantee every arm
+    df.loc[missing, "y1"] = np.nan
+    complete = df.loc[~missing].reset_index(drop=True)
+    try:
+        expected = table(sim.fit(cov_type, y=["y1"], df=complete).infer_effect(condition_on=CONDITIONS))
+    except cf.ValidationError:
+        # the complete rows alone are not a valid experiment (e.g. a level missing in an arm):
+        # the fit with missing values must refuse too
+        with pytest.raises(cf.ValidationError):
+            sim.fit(cov_type, df=df).infer_effect(condition_on=CONDITIONS)
+        assume(False)
+    got = table(sim.fit(cov_type, df=df).infer_effect(condition_on=CONDITIONS))
+    assert_same(got.loc[["y1"]], expected)
+
+
+# -- multi-arm vs two-arm fits -----------------------------------------------------------------------
+@SETTINGS
+@given(seed=seeds, weighted=st.booleans(), clustered=st.booleans(), small_sample=st.booleans())
+def test_multi_arm_effect_equals_two_arm_fit_without_covariates(simulate, seed, weighted, clustered,
+                                                                 small_sample):
+    """Without covariates each arm's effect is a (weighted) difference in means, and the rows of
+    the other arms have no influence on it: the HC0 / CR0 meat is the same as in a fit on control
+    + that arm only. HC1 / CR1 differ by the stated factors (n, p, G of each fit)."""
+    sim = simulate("multi_arm", seed)
+    df = sim.df.copy()
+    rng = np.random.default_rng(seed)
+    design = dict(sim.design)
+    if weighted:
+        df["p_arm"] = rng.uniform(0.2, 0.6, len(df))
+        design["propensity"] = "p_arm"
+    if clustered:
+        # clusters nested in arms: groups of about 4 rows of the same arm
+        df["cell"] = df.variant + "-" + (rng.integers(0, len(df) // 8, len(df))).astype(str)
+        design["cluster_by"] = "cell"
+    cov_type = ("CR" if clustered else "HC") + ("1" if small_sample else "0")
+
+    def fit(frame, cov_type):
+        return table(cf.ExperimentData(frame, **design).add_metric(y=sim.y)
+                     .fit(cf.LinearModel(cov_type=cov_type)).infer_effect())
+
+    def factor(cov_type, frame, p):
+        n = len(frame)
+        if cov_type.endswith("0"):
+            return 1.0
+        if cov_type == "HC1":
+            return n / (n - p)
+        G = frame["cell"].nunique()
+        return G / (G - 1) * (n - 1) / (n - p)
+
+    full = fit(df, cov_type)
+    for arm in ("blue", "green"):
+        pair = df[df.variant.isin(["ctl", arm])]
+        two = fit(pair, cov_type)
+        mine = full.xs(arm, level="arm", drop_level=False)
+        np.testing.assert_allclose(mine.estimate.to_numpy(), two.estimate.to_numpy(), rtol=RTOL, atol=ATOL)
+        ratio = np.sqrt(factor(cov_type, df, 3) / factor(cov_type, pair, 2))
+        np.testing.assert_allclose(mine.std_error.to_numpy(), ratio * two.std_error.to_numpy(),
+                                   rtol=RTOL, atol=ATOL)
