@@ -15,7 +15,7 @@ Proposals are concrete spec changes (:func:`causalflow.oci.spec.apply_change`):
 - an imbalanced confounder outside the adjustment set (weighted |SMD| >= 0.2, or
   >= 0.1 when a placebo outcome shows an effect) -> add it, as high priority;
 - imbalance of a confounder in the model with a linear learner -> a flexible learner;
-  already flexible -> trimming;
+  already flexible -> trimming (with poor overlap the trimming / ATO proposals come first);
 - a placebo effect with nothing left to add -> a flexible learner, else a
   data-insufficiency note (an unmeasured confounder is likely);
 - too few units -> a data-insufficiency note.
@@ -159,7 +159,8 @@ class RuleCritic:
             checks = {c.name: c for c in diag.checks if c.name != "placebo"}
             bad = lambda name: name in checks and checks[name].status in ("warn", "fail")  # noqa: E731
             placebo_flags = [c for c in diag.checks if c.name == "placebo" and c.status in ("warn", "fail")]
-            if diag.estimand != "ATO" and (bad("overlap") or bad("extreme_weights")):
+            poor_overlap = diag.estimand != "ATO" and (bad("overlap") or bad("extreme_weights"))
+            if poor_overlap:
                 why = "; ".join(_reason(checks[n]) for n in ("overlap", "extreme_weights") if bad(n))
                 if "ATO" not in spec.estimands:
                     propose("add_estimand", {"add_estimands": ["ATO"]},
@@ -179,8 +180,10 @@ class RuleCritic:
                 propose("add_covariates", {"add_covariates": omitted, "priority": "high"},
                         f"confounders outside the adjustment set have weighted |SMD| >= {limit_out:g} "
                         f"and {cause}: add {omitted} as high priority", diag.estimand)
-            modelled_imbalance = any(r.in_model and abs(r.smd_weighted) >= (
-                th.smd_warn if r.priority == "high" else th.smd_fail) for r in diag.balance)
+            # with poor overlap, imbalance comes from extreme weights: fix the overlap first
+            modelled_imbalance = not (poor_overlap and spec.trimming == "none") and any(
+                r.in_model and abs(r.smd_weighted) >= (th.smd_warn if r.priority == "high" else th.smd_fail)
+                for r in diag.balance)
             if modelled_imbalance or (placebo_flags and not omitted):
                 why = ("covariates in the model remain imbalanced after weighting" if modelled_imbalance
                        else "a placebo outcome shows an effect: " + _reason(placebo_flags[0]))
