@@ -23,7 +23,6 @@ Proposals are concrete spec changes (:func:`causalflow.oci.spec.apply_change`):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -93,18 +92,6 @@ class Critique:
         return {"source": self.source, "note": self.note,
                 "verdicts": [v.to_dict() for v in self.verdicts],
                 "proposals": [p.to_dict() for p in self.proposals]}
-
-    def to_markdown(self) -> str:
-        lines = ["| estimand | verdict | reasons |", "|---|---|---|"]
-        for v in self.verdicts:
-            lines.append(f"| {v.estimand} | {v.verdict} | {'; '.join(v.reasons) or '-'} |")
-        lines.append("")
-        if self.proposals:
-            lines.append("Proposals:")
-            lines += [f"- **{p.kind}** `{json.dumps(p.change)}`: {p.reason}" for p in self.proposals]
-        else:
-            lines.append("No proposals.")
-        return "\n".join(lines)
 
 
 class Critic(Protocol):

@@ -28,6 +28,18 @@ _PLAN_KEYS = ("data", "treatment", "outcome", "confounders", "placebo_outcomes",
               "estimands", "seed", "name", "partition")
 
 
+def check_fields(mapping, owner: str, known, required=(), word: str = "field") -> None:
+    """A JSON-like object has only ``known`` keys and every ``required`` one (errors name the key)."""
+    if not isinstance(mapping, Mapping):
+        raise ValidationError(f"{owner}: expected a mapping of {word}s, got {type(mapping).__name__}")
+    unknown = sorted(set(mapping) - set(known))
+    if unknown:
+        raise ValidationError(f"{owner}.{unknown[0]}: unknown {word}; known {word}s: {list(known)}")
+    for name in required:
+        if name not in mapping:
+            raise ValidationError(f"{owner}.{name}: required {word} is missing")
+
+
 def _name(value, field_name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"Plan.{field_name}: must be a non-empty column name, got {value!r}")
@@ -178,14 +190,7 @@ class Plan:
 
         A relative ``data`` path is resolved against ``base_dir`` when given.
         """
-        if not isinstance(mapping, Mapping):
-            raise ValidationError(f"Plan: expected a mapping of fields, got {type(mapping).__name__}")
-        unknown = sorted(set(mapping) - set(_PLAN_KEYS))
-        if unknown:
-            raise ValidationError(f"Plan.{unknown[0]}: unknown field; known fields: {list(_PLAN_KEYS)}")
-        for required in ("data", "treatment", "outcome"):
-            if required not in mapping:
-                raise ValidationError(f"Plan.{required}: required field is missing")
+        check_fields(mapping, "Plan", _PLAN_KEYS, ("data", "treatment", "outcome"))
         kwargs = dict(mapping)
         data = kwargs["data"]
         if isinstance(data, str) and base_dir is not None and not os.path.isabs(data):

@@ -15,7 +15,7 @@ from typing import Literal
 
 from ..errors import ValidationError
 from .learners import get_learner
-from .plan import ESTIMANDS, PRIORITIES, Plan
+from .plan import ESTIMANDS, PRIORITIES, Plan, check_fields
 
 __all__ = ["CHANGE_KEYS", "Spec", "apply_change"]
 
@@ -111,14 +111,7 @@ class Spec:
         ...
         causalflow.errors.ValidationError: Spec.code: unknown field; known fields: ['estimands', 'covariates', 'priorities', 'propensity_learner', 'outcome_learner', 'n_folds', 'trimming', 'final_stage', 'propensity_clip', 'placebo_outcomes', 'seed', 'notes']
         """
-        if not isinstance(mapping, Mapping):
-            raise ValidationError(f"Spec: expected a JSON object, got {type(mapping).__name__}")
-        unknown = sorted(set(mapping) - set(_SPEC_KEYS))
-        if unknown:
-            raise ValidationError(f"Spec.{unknown[0]}: unknown field; known fields: {list(_SPEC_KEYS)}")
-        for required in ("estimands", "covariates"):
-            if required not in mapping:
-                raise ValidationError(f"Spec.{required}: required field is missing")
+        check_fields(mapping, "Spec", _SPEC_KEYS, ("estimands", "covariates"))
         kwargs = dict(mapping)
         priorities = kwargs.get("priorities")
         if priorities is None and plan is not None:
@@ -228,11 +221,7 @@ def apply_change(spec: Spec, change: Mapping, plan: Plan | None = None) -> Spec:
     >>> s2.covariates, s2.priority("u")
     (('x', 'u'), 'high')
     """
-    if not isinstance(change, Mapping):
-        raise ValidationError(f"change: expected a mapping, got {type(change).__name__}")
-    unknown = sorted(set(change) - set(CHANGE_KEYS))
-    if unknown:
-        raise ValidationError(f"change.{unknown[0]}: unknown key; known keys: {list(CHANGE_KEYS)}")
+    check_fields(change, "change", CHANGE_KEYS, word="key")
     for key in ("add_estimands", "add_covariates", "notes"):
         if key in change and not (isinstance(change[key], (list, tuple))
                                   and all(isinstance(v, str) for v in change[key])):
