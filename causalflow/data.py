@@ -194,7 +194,17 @@ class ExperimentData:
             if (codes < 0).any():
                 raise ValidationError(f"instrument: column {instrument!r} has values that are not "
                                       f"arms of {intent_to_treat!r} ({list(self.arms)})")
+            if len(np.unique(codes)) < 2:
+                raise ValidationError(f"instrument: column {instrument!r} has no variation")
             self.instrument_codes = codes.astype(np.int64)
+            if (self.dose is None and self.treated_codes is None
+                    and not np.array_equal(self.instrument_codes, self.arm_codes)):
+                # another column instruments the assignment: the assignment is then the
+                # treatment received (the regressor), not the instrument
+                if self.n_arms == 1:
+                    self.dose = self.arm_codes.astype(float)
+                else:
+                    self.treated_codes = self.arm_codes
         self.is_iv = self.dose is not None or self.treated_codes is not None
 
         self.weights = None
@@ -303,10 +313,10 @@ class ExperimentData:
         allocation = {a: counts[j] / len(self.arm_codes) for j, a in enumerate(self.arms)}
         compliance = None
         if self.dose is not None:
-            treated_share = self.arm_codes == 1
-            compliance = float(self.dose[treated_share].mean() - self.dose[~treated_share].mean())
+            encouraged = self.instrument_codes == 1
+            compliance = float(self.dose[encouraged].mean() - self.dose[~encouraged].mean())
         elif self.treated_codes is not None:
-            compliance = float(np.mean(self.treated_codes == self.arm_codes))
+            compliance = float(np.mean(self.treated_codes == self.instrument_codes))
         return Design(ab=not (self.is_iv or self.cluster_by or self.weights is not None),
                       encouragement=self.is_iv, cluster=self.cluster_by is not None,
                       adaptive=self.weights is not None, arms=self.arms, control=self.control,
