@@ -98,6 +98,7 @@ class Design:
     n_clusters: int | None
     allocation: dict = field(default_factory=dict)
     expected_allocation: dict | None = None
+    sample_ratio: object = None  # checks.SampleRatioCheck when the planned allocation is known
 
     def __str__(self) -> str:
         kinds = [k for k in ("ab", "encouragement", "cluster", "adaptive") if getattr(self, k)]
@@ -112,6 +113,9 @@ class Design:
         if self.expected_allocation is not None:
             lines.append("  expected allocation: " + ", ".join(
                 f"{a!r}: {s:.3f}" for a, s in self.expected_allocation.items()))
+        if self.sample_ratio is not None:
+            lines.append(f"  sample ratio: p = {self.sample_ratio.p_value:.3g} on {self.sample_ratio.primary.level}"
+                         + (" -- WARNING: sample ratio mismatch (p < 0.001)" if self.sample_ratio.mismatch else ""))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -322,7 +326,22 @@ class ExperimentData:
                       adaptive=self.weights is not None, arms=self.arms, control=self.control,
                       compliance_rate=compliance, n_units=len(self.arm_codes),
                       n_clusters=self.n_clusters, allocation=allocation,
-                      expected_allocation=self.expected_allocation)
+                      expected_allocation=self.expected_allocation,
+                      sample_ratio=self.check_sample_ratio() if self.expected_allocation else None)
+
+    def check_sample_ratio(self, expected=None):
+        """Sample-ratio mismatch test: chi-square of the arm counts on units (and clusters).
+
+        ``expected``: mapping arm -> share (default: the planned allocation given as
+        ``propensity``, else an equal split). See :func:`causalflow.checks.check_sample_ratio`.
+
+        >>> import pandas as pd, causalflow as cf
+        >>> df = pd.DataFrame({"t": [0] * 480 + [1] * 520, "y": 0.0})
+        >>> round(cf.ExperimentData(df, intent_to_treat="t").check_sample_ratio({0: 0.5, 1: 0.5}).p_value, 4)
+        0.2059
+        """
+        from .checks import check_sample_ratio
+        return check_sample_ratio(self, expected)
 
     # -- grammar ----------------------------------------------------------------------
     @property

@@ -100,6 +100,50 @@ class Effects:
         from .projection import project
         return project(self, weights)
 
+    def relative(self, method: str = "delta", scale: str = "percent"):
+        r"""Percent change of each effect against the adjusted control mean.
+
+        :math:`\hat\tau / \hat\mu_c` with :math:`\hat\mu_c` the control mean in the same
+        condition (a delta-vector contrast of the same fit), a delta-method standard error
+        from their joint covariance, and a delta (``method="delta"``) or Fieller
+        (``"fieller"``) interval; ``scale="fraction"`` reports 0.05 instead of 5.0.
+        See :func:`causalflow.relative.relative_effects`.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, causalflow as cf
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"t": rng.integers(0, 2, 1000), "x": rng.normal(size=1000)})
+        >>> df["y"] = 20 + 2 * df.t + df.x + rng.normal(size=1000)
+        >>> rel = cf.ExperimentData(df, intent_to_treat="t").add_metric(
+        ...     y="y", exogenous_covariates=["x"]).fit(cf.LinearModel).infer_effect().relative()
+        >>> round(float(rel.to_frame().estimate[0]), 1)    # true lift +10%
+        10.5
+        """
+        from .relative import relative_effects
+        return relative_effects(self, method=method, scale=scale)
+
+    def adjust(self, method: str = "holm", *, seed=0):
+        """Multiple-testing adjustment over all effects of this call.
+
+        Adds ``p_value_adjusted`` (``"holm"``, ``"bonferroni"``, ``"bh"``, ``"by"`` or
+        ``"maxt"``) and simultaneous max-t intervals ``sim_ci_lower`` / ``sim_ci_upper``
+        from the joint covariance. See :mod:`causalflow.adjustment`.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, causalflow as cf
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"t": rng.integers(0, 2, 400)})
+        >>> df["a"], df["b"] = df.t + rng.normal(size=400), rng.normal(size=400)
+        >>> adj = cf.ExperimentData(df, intent_to_treat="t").add_metric(
+        ...     y=["a", "b"]).fit(cf.LinearModel).infer_effect().adjust("holm")
+        >>> list(adj.to_frame().columns[-3:])
+        ['p_value_adjusted', 'sim_ci_lower', 'sim_ci_upper']
+        """
+        from .adjustment import adjust_effects
+        return adjust_effects(self, method, seed=seed)
+
     def _anytime_columns(self) -> dict:
         """Anytime-valid p-values and confidence sequences (:mod:`causalflow.linalg.anytime`)."""
         from .linalg.anytime import contrast_anytime_valid
@@ -166,7 +210,9 @@ class Effects:
         fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
         lines = [fmt.format(*header), "  ".join("-" * w for w in widths)]
         lines += [fmt.format(*row) for row in body]
-        return "\n".join(lines)
+        from .checks import sample_ratio_warning
+        warning = sample_ratio_warning(getattr(getattr(self.model, "spec", None), "data", None))
+        return "\n".join(lines + ([warning] if warning else []))
 
     def _repr_html_(self) -> str:
         header, body = self._table()
