@@ -182,6 +182,11 @@ def test_multi_arm_instrument_labels_not_among_arms(df):
                  "instrument", "'inst'", "not arms")
 
 
+def test_instrument_without_variation(df):
+    expect_error(lambda: E(df.assign(inst=1), treated="took", instrument="inst"),
+                 "instrument", "'inst'", "no variation")
+
+
 def test_unknown_control_label(df):
     expect_error(lambda: E(df, control=2), "control", "2", "not an arm")
     arms = df.assign(arm=np.resize(np.array(["ctl", "blue", "green"]), N))
