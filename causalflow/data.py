@@ -33,7 +33,9 @@ def _to_pandas(table) -> pd.DataFrame:
         return table
     module = type(table).__module__.split(".")[0]
     if module in ("polars", "pyarrow") and hasattr(table, "to_pandas"):
-        return table.to_pandas()
+        converted = table.to_pandas()
+        if isinstance(converted, pd.DataFrame):  # a polars / pyarrow Series or array is not a table
+            return converted
     raise ValidationError(
         f"data: expected a pandas, polars or pyarrow table, got {type(table).__name__}")
 
