@@ -266,7 +266,11 @@ def load_table(data, columns: list[str] | None = None) -> pd.DataFrame:
             raise ValidationError(f"Plan.data: file {data!r} does not exist")
         suffixes = "".join(path.suffixes).lower()
         if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
-            return pd.read_parquet(path, columns=columns)
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+            usecols = [c for c in columns if c in names] if columns is not None else None
+            return pd.read_parquet(path, columns=usecols)
         if ".csv" in suffixes or ".txt" in suffixes:
             header = pd.read_csv(path, nrows=0).columns
             usecols = [c for c in columns if c in header] if columns is not None else None

@@ -112,6 +112,8 @@ def test_parquet_and_polars_tables(tmp_path):
     df, _ = good_overlap(n=200)
     df.to_parquet(tmp_path / "d.parquet")
     a = prepare_data(_plan(str(tmp_path / "d.parquet")))
+    with pytest.raises(ValidationError, match="Plan.confounders: column 'w' is not in the data"):
+        prepare_data(_plan(str(tmp_path / "d.parquet"), confounders=["x1", "w"]))
     pl = pytest.importorskip("polars")
     b = prepare_data(_plan(pl.from_pandas(df)))
     np.testing.assert_array_equal(a.outcome, b.outcome)
