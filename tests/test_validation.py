@@ -210,8 +210,22 @@ def test_duplicated_column_names(df):
     expect_error(lambda: E(bad), "duplicated column", "'x'")
 
 
-def test_not_a_table():
-    expect_error(lambda: cf.ExperimentData({"assigned": [0, 1]}, intent_to_treat="assigned"), "data")
+def _not_tables():
+    import polars as pl
+    import pyarrow as pa
+    return [{"assigned": [0, 1]}, pd.Series([0, 1], name="assigned"), pl.Series("assigned", [0, 1]),
+            pa.chunked_array([[0, 1]]), pl.DataFrame({"assigned": [0, 1]}).lazy(), np.array([[0], [1]])]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_not_a_table(index):
+    table = _not_tables()[index]
+    expect_error(lambda: cf.ExperimentData(table, intent_to_treat="assigned"), "data:", "table",
+                 type(table).__name__)
+
+
+def test_too_few_rows(df):
+    expect_error(lambda: E(df.iloc[:1]), "data:", "2 rows")
 
 
 def test_non_numeric_metric(df):
