@@ -352,18 +352,28 @@ class ExperimentData:
         return self._df
 
     def add_metric(self, y: str | Sequence[str], exogenous_covariates: Sequence[str] | None = None,
-                   *, exogeneous_covariates: Sequence[str] | None = None):
+                   *, exogeneous_covariates: Sequence[str] | None = None,
+                   cap: Mapping | None = None, ratio: Mapping | None = None):
         """Name the outcome metric(s) and pre-treatment covariates; returns a ``MetricSpec``.
 
         ``exogeneous_covariates`` (the seed paper's spelling) is accepted as an alias.
         Numeric covariates enter as they are; text, boolean and categorical ones are
         expanded once into indicators of every level but the first. See
         :class:`causalflow.models.linear.MetricSpec`.
+
+        ``cap={"revenue": {"upper_quantile": 0.99}}`` fits ``revenue_capped`` (thresholds
+        over the pooled data of all arms) instead of ``revenue``; ``ratio={"orders_per_session":
+        ("orders", "sessions")}`` adds a ratio metric (delta method). See
+        :func:`causalflow.transforms.derive_metrics`.
         """
         from .models.spec import MetricSpec
         if exogenous_covariates is not None and exogeneous_covariates is not None:
             raise ValidationError("give exogenous_covariates or its alias exogeneous_covariates, not both")
         covariates = exogenous_covariates if exogenous_covariates is not None else exogeneous_covariates
+        if cap is not None or ratio is not None:
+            from .transforms import derive_metrics
+            derived, y = derive_metrics(self, y, cap=cap, ratio=ratio)
+            return MetricSpec.build(derived, y, covariates)
         return MetricSpec.build(self, y, covariates)
 
     def __repr__(self) -> str:

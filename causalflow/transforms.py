@@ -45,13 +45,15 @@ array([2., 2.])
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ValidationError
 
-__all__ = ["Capped", "RatioLinearization", "cap", "linearize_ratio"]
+__all__ = ["Capped", "RatioLinearization", "cap", "derive_metrics", "linearize_ratio"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,9 @@ def cap(
                   upper=None if hi is None else float(hi), n_lower=n_lo, n_upper=n_hi)
 
 
+_cap_array = cap   # for derive_metrics, whose ``cap`` argument shadows the function
+
+
 @dataclass(frozen=True, slots=True)
 class RatioLinearization:
     """The delta-method linearisation of a ratio-of-sums metric.
@@ -210,3 +215,69 @@ def linearize_ratio(numerator, denominator, arm_codes, n_arms: int | None = None
     r_i, nb_i = ratio[a[ok]], n_bar[a[ok]]
     z[ok] = r_i + (y[ok] - r_i * n[ok]) / nb_i
     return RatioLinearization(values=z, ratio=ratio, denominator_mean=n_bar)
+
+
+_CAP_KEYS = ("lower", "upper", "lower_quantile", "upper_quantile")
+
+
+def _numeric_column(df, name: str, argument: str) -> np.ndarray:
+    import pandas as pd
+
+    if not isinstance(name, str) or name not in df.columns:
+        raise ValidationError(f"{argument}: column {name!r} is not in the data")
+    series = df[name]
+    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+        raise ValidationError(f"{argument}: column {name!r} is not numeric (dtype {series.dtype})")
+    values = series.to_numpy(dtype=float, na_value=np.nan)
+    if np.isinf(values).any():
+        raise ValidationError(f"{argument}: column {name!r} has infinite values")
+    return values
+
+
+def derive_metrics(data, y, *, cap: Mapping | None = None, ratio: Mapping | None = None):
+    """Capped and ratio metrics for ``ExperimentData.add_metric(..., cap=, ratio=)``.
+
+    ``cap = {"revenue": {"upper_quantile": 0.99}}`` adds the metric ``revenue_capped``
+    (thresholds from the pooled data of all arms, see :func:`cap`) in place of ``revenue``;
+    ``ratio = {"orders_per_session": ("orders", "sessions")}`` adds the delta-method
+    linearisation of sum(orders) / sum(sessions) per assigned arm (:func:`linearize_ratio`),
+    whose effect is the difference of the arms' ratios with its delta-method SE (clustered
+    when the experiment has ``cluster_by``).
+
+    Returns a shallow copy of ``data`` whose table has the new columns (the user's table is
+    not modified) and the metric names to fit.
+    """
+    names = [] if y is None else [y] if isinstance(y, str) else list(y)
+    df = data.data
+    new: dict = {}
+    if cap is not None:
+        if not isinstance(cap, Mapping) or not cap:
+            raise ValidationError("cap: expected a mapping metric -> {lower|upper|lower_quantile|upper_quantile: value}")
+        for metric, spec in cap.items():
+            if metric not in names:
+                raise ValidationError(f"cap: {metric!r} is not one of the metrics y={names}")
+            if not isinstance(spec, Mapping) or not spec or set(spec) - set(_CAP_KEYS):
+                raise ValidationError(f"cap: thresholds of {metric!r} must be a mapping with keys among "
+                                      f"{_CAP_KEYS}, got {spec!r}")
+            capped = _cap_array(_numeric_column(df, metric, "y"), **dict(spec))
+            new_name = f"{metric}_capped"
+            names[names.index(metric)] = new_name
+            new[new_name] = capped.values
+    if ratio is not None:
+        if not isinstance(ratio, Mapping) or not ratio:
+            raise ValidationError("ratio: expected a mapping name -> (numerator, denominator)")
+        for name, pair in ratio.items():
+            if not isinstance(name, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValidationError(f"ratio: {name!r} must map to a (numerator, denominator) pair, got {pair!r}")
+            lin = linearize_ratio(_numeric_column(df, pair[0], "ratio"),
+                                  _numeric_column(df, pair[1], "ratio"),
+                                  np.asarray(data.arm_codes), n_arms=len(data.arms))
+            new[name] = lin.values
+            if name not in names:
+                names.append(name)
+    clash = [c for c in new if c in df.columns]
+    if clash:
+        raise ValidationError(f"cap / ratio: derived metric name(s) {clash} already name columns of the data")
+    derived = copy.copy(data)
+    derived._df = df.assign(**new)
+    return derived, names
