@@ -290,7 +290,7 @@ class _GroupState:
         self.moments = None
         self.meat = {k: None for k in kinds}
         K = len(metrics)
-        self.clusters = {k: ClusterMoments.zeros(n_clusters, p, K) for k in kinds} if n_clusters else None
+        self.clusters = {k: ClusterMoments(n_clusters, p, K) for k in kinds} if n_clusters else None
         self.cond_sum = np.zeros((n_cond, q))
         self.cond_w = np.zeros(n_cond)
         self.cond_n = np.zeros(n_cond, dtype=np.int64)
@@ -307,7 +307,7 @@ class _GroupState:
         for kind in self.meat:
             Xk = X if kind == "iv" else None
             if self.clusters is not None:
-                self.clusters[kind] = self.clusters[kind].add_block(Z, Xk, Y, w, source.clusters[rows])
+                self.clusters[kind].add_block(Z, Xk, Y, w, source.clusters[rows])
             else:
                 q = self.cond_sum.shape[1]
                 if Xk is None and Z.shape[1] <= LinMeatMoments.MAX_P:
@@ -366,7 +366,7 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
             continue
         if clustered:
             T = [st.clusters[kind].score_sums(fits[kind].coef, fits[kind].influence @ D.T) for kind in kinds]
-            T = np.concatenate([t.transpose(0, 2, 1).reshape(len(t), K * m) for t in T], axis=1)
+            T = np.concatenate([t.reshape(len(t), K * m) for t in T], axis=1)
             cov = factor * (T.T @ T)
             order = [idx_of[(kind, r, pos)] for kind in kinds for pos in range(K) for r in range(m)]
             blocks.append((order, cov))

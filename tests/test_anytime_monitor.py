@@ -93,11 +93,12 @@ def test_meat_moments_are_additive_and_exact():
         RowMeatMoments.from_block(Z[100:], X[100:], Y[100:], w[100:])
     np.testing.assert_allclose(parts.meat_z(B), direct, rtol=1e-10)
     codes = rng.integers(0, 7, 300)
-    cm = ClusterMoments.zeros(7, 4, 2).add_block(Z[:150], X[:150], Y[:150], w[:150], codes[:150])
-    cm = cm.add_block(Z[150:], X[150:], Y[150:], w[150:], codes[150:])
+    cm = ClusterMoments(7, 4, 2)
+    cm.add_block(Z[:150], X[:150], Y[:150], w[:150], codes[:150])
+    cm.add_block(Z[150:], X[150:], Y[150:], w[150:], codes[150:])
     S = np.stack([np.einsum("i,ik,ia->ak", w[codes == g], E[codes == g], Z[codes == g]) for g in range(7)])
     D = rng.normal(size=(4, 3))
-    np.testing.assert_allclose(cm.score_sums(B, D), np.einsum("gak,am->gmk", S, D), rtol=1e-10)
+    np.testing.assert_allclose(cm.score_sums(B, D), np.einsum("gak,am->gkm", S, D), rtol=1e-10)
 
 
 @pytest.mark.parametrize("kwargs", [dict(looks=0), dict(looks=[5, 3]), dict(looks=[0, 10]),

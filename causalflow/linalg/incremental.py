@@ -237,53 +237,59 @@ def _lin_structure_cached(J: int, q: int):
     return _STRUCTURES[(J, q)]
 
 
-@dataclass(frozen=True, slots=True)
 class ClusterMoments:
-    """Per-cluster cross-products; they add up over rows of the same cluster.
+    """Per-cluster cross-products, accumulated in place over row blocks (an accumulator,
+    like :class:`~causalflow.linalg.sandwich.ScoreAccumulator`).
 
     Attributes
     ----------
-    zx : (G, p, p) sum over the cluster's rows of w z x'
-    zy : (G, p, K) sum over the cluster's rows of w z y'
+    xz : (G, p, p) sum over the cluster's rows of w x z' (regressors by instruments)
+    yz : (G, K, p) sum over the cluster's rows of w y z'
     seen : (G,) bool, clusters with at least one row
+
+    The layouts put the instrument axis last, so that the contraction with the influence
+    of the contrasts in :meth:`score_sums` is one GEMM without copies.
     """
 
-    zx: np.ndarray
-    zy: np.ndarray
-    seen: np.ndarray
+    def __init__(self, n_clusters: int, p: int, K: int):
+        self.xz = np.zeros((n_clusters, p, p))
+        self.yz = np.zeros((n_clusters, K, p))
+        self.seen = np.zeros(n_clusters, dtype=bool)
 
-    @classmethod
-    def zeros(cls, n_clusters: int, p: int, K: int) -> "ClusterMoments":
-        return cls(np.zeros((n_clusters, p, p)), np.zeros((n_clusters, p, K)),
-                   np.zeros(n_clusters, dtype=bool))
-
-    def add_block(self, Z, X, Y, w, codes) -> "ClusterMoments":
-        """A new record with one block's rows (cluster ``codes``) added (X = None: X = Z)."""
+    def add_block(self, Z, X, Y, w, codes) -> None:
+        """Add one block's rows (cluster ``codes``); X = None means X = Z."""
         X = Z if X is None else X
         n, p = Z.shape
+        K = Y.shape[1]
         order = np.argsort(codes, kind="stable")
         codes = codes[order]
         Zw = Z[order] if w is None else Z[order] * w[order, None]
-        zx = (Zw[:, :, None] * X[order][:, None, :]).reshape(n, -1)
-        zy = (Zw[:, :, None] * Y[order][:, None, :]).reshape(n, -1)
+        both = np.empty((n, p + K, p))
+        np.multiply(X[order][:, :, None], Zw[:, None, :], out=both[:, :p])
+        np.multiply(Y[order][:, :, None], Zw[:, None, :], out=both[:, p:])
         starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
         ids = codes[starts]
-        new_zx, new_zy, seen = self.zx.copy(), self.zy.copy(), self.seen.copy()
-        new_zx[ids] += np.add.reduceat(zx, starts, axis=0).reshape(len(ids), p, p)
-        new_zy[ids] += np.add.reduceat(zy, starts, axis=0).reshape(len(ids), p, -1)
-        seen[ids] = True
-        return ClusterMoments(new_zx, new_zy, seen)
+        sums = np.add.reduceat(both.reshape(n, -1), starts, axis=0).reshape(len(ids), p + K, p)
+        self.xz[ids] += sums[:, :p]
+        self.yz[ids] += sums[:, p:]
+        self.seen[ids] = True
 
     @property
     def n_clusters(self) -> int:
         return int(self.seen.sum())
 
     def score_sums(self, coef: np.ndarray, influence_d: np.ndarray) -> np.ndarray:
-        r"""(G_seen, m, K): :math:`T_{g} = (\Pi A D')' (Z_g'W_gY_g - Z_g'W_gX_g B)` per seen cluster.
+        r"""(G_seen, K, m): :math:`T_{gk} = L'(Z_g'W_gy_{gk} - Z_g'W_gX_g b_k)`, :math:`L = \Pi A D'`.
 
         Their Gram matrix over clusters is the (uncorrected) joint meat of the m contrasts
-        of every metric.
+        of every metric. Computed as :math:`L'Z_g'W_gY_g - (L'Z_g'W_gX_g) B`: two GEMMs
+        against the small L first, then B.
         """
-        zx, zy = self.zx[self.seen], self.zy[self.seen]
-        S = zy - np.einsum("gpl,lk->gpk", zx, coef)
-        return np.einsum("gpk,pm->gmk", S, influence_d)
+        seen = self.seen if not self.seen.all() else slice(None)
+        xz, yz = self.xz[seen], self.yz[seen]
+        G, K, p = yz.shape
+        m = influence_d.shape[1]
+        ly = (yz.reshape(G * K, p) @ influence_d).reshape(G, K, m)
+        lx = (xz.reshape(G * p, p) @ influence_d).reshape(G, p, m)       # (L' Z'WX)' per cluster
+        lxb = np.matmul(lx.transpose(0, 2, 1), coef)                    # (G, m, K)
+        return ly - lxb.transpose(0, 2, 1)
