@@ -69,10 +69,14 @@ def test_invariant_to_row_order(simulate, design, seed, perm_seed, cov_type, wit
     shuffled = sim.df.iloc[order]
     if perm_seed % 2:
         shuffled = shuffled.reset_index(drop=True)
-    a = sim.fit(cov_type).infer_effect(condition_on=CONDITIONS)
-    b = sim.fit(cov_type, df=shuffled).infer_effect(condition_on=CONDITIONS)
+    model_a, model_b = sim.fit(cov_type), sim.fit(cov_type, df=shuffled)
+    a = model_a.infer_effect(condition_on=CONDITIONS)
+    b = model_b.infer_effect(condition_on=CONDITIONS)
     assert_same(table(b), table(a))
     np.testing.assert_allclose(b.cov, a.cov, rtol=RTOL, atol=ATOL)
+    # all coefficients at once (p effects per metric: the score pass may take the cluster-sorted path)
+    pd.testing.assert_frame_equal(model_b.params(), model_a.params(), rtol=RTOL, atol=ATOL)
+    pd.testing.assert_frame_equal(model_b.std_errors(), model_a.std_errors(), rtol=RTOL, atol=ATOL)
 
 
 # -- relabelling arms ----------------------------------------------------------------------------
@@ -180,10 +184,13 @@ def test_clusters_of_one_row_equal_heteroskedasticity_robust(simulate, design, s
     design_kw = {**sim.design, "cluster_by": "row_id"}
     spec = cf.ExperimentData(df, **design_kw).add_metric(y=sim.y, exogenous_covariates=sim.covariates)
     k = "1" if small_sample else "0"
-    hc = table(spec.fit(cf.LinearModel(cov_type="HC" + k)).infer_effect(condition_on=CONDITIONS))
-    cr = table(spec.fit(cf.LinearModel(cov_type="CR" + k)).infer_effect(condition_on=CONDITIONS))
+    hc_model, cr_model = (spec.fit(cf.LinearModel(cov_type=kind + k)) for kind in ("HC", "CR"))
+    hc = table(hc_model.infer_effect(condition_on=CONDITIONS))
+    cr = table(cr_model.infer_effect(condition_on=CONDITIONS))
     if not small_sample:
         assert_same(cr, hc)
+        # every coefficient too (a wider score pass, which may take the cluster-sorted path)
+        pd.testing.assert_frame_equal(cr_model.std_errors(), hc_model.std_errors(), rtol=RTOL, atol=ATOL)
         return
     # the stated small-sample factors, written out here independently: CR1 G/(G-1) (n-1)/(n-p),
     # HC1 n/(n-p); with G = n clusters they coincide (n/(n-1) (n-1)/(n-p) = n/(n-p))
