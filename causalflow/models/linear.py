@@ -433,14 +433,13 @@ class LinearModelResults:
         known = set(self.spec.covariates.sources)
         parsed = []
         for text in condition_on:
-            cond = parse_condition(text)
-            unknown = sorted(cond.columns - known)
-            if unknown:
-                where = text.find(unknown[0])
-                raise ValidationError(
-                    f"condition_on expression {text!r} at position {where}: column {unknown[0]!r} "
-                    f"is not a covariate of this model (covariates: {sorted(known)}); add it to "
-                    "exogenous_covariates to condition on it")
+            try:
+                cond = parse_condition(text, known_columns=known)
+            except ValidationError as exc:
+                if "unknown column" not in str(exc):
+                    raise
+                raise ValidationError(f"{exc}. Only covariates of this model can be conditioned on: "
+                                      "add the column to exogenous_covariates") from None
             parsed.append(cond)
         if len({c.text for c in parsed}) != len(parsed):
             raise ValidationError("condition_on: a condition is listed twice")
