@@ -467,3 +467,37 @@ def test_polars_and_pyarrow_give_the_pandas_results(simulate, design, backend):
         assert other.equals(snapshot)
     else:
         assert other.equals(pa.Table.from_pandas(table, preserve_index=False))
+
+
+# -- the design record, read off the data (checked against pandas) -----------------------------
+FLAGS = {"ab": ("ab",), "encouragement": ("encouragement",), "cluster": ("cluster",),
+         "adaptive": ("adaptive",), "multi_arm": ("ab",), "mixed": ("encouragement", "cluster", "adaptive")}
+
+
+@pytest.mark.parametrize("design", list(FLAGS))
+def test_design_record_matches_the_data(simulate, design):
+    sim = simulate(design, 21)
+    record = sim.experiment().design
+    on = {k for k in ("ab", "encouragement", "cluster", "adaptive") if getattr(record, k)}
+    assert on == set(FLAGS[design])
+    assign = sim.df[sim.design["intent_to_treat"]]
+    control = sim.design.get("control", 0)
+    assert record.control == control and record.arms[0] == control
+    assert sorted(map(str, record.arms)) == sorted(map(str, assign.unique()))
+    assert record.n_units == len(sim.df)
+    shares = assign.value_counts(normalize=True)
+    assert record.allocation.keys() == set(record.arms)
+    for arm, share in record.allocation.items():
+        assert share == pytest.approx(shares[arm], rel=1e-12)
+    if "cluster_by" in sim.design:
+        assert record.n_clusters == sim.df[sim.design["cluster_by"]].nunique()
+    else:
+        assert record.n_clusters is None
+    if "treated" in sim.design:
+        rates = sim.df.groupby(assign)[sim.design["treated"]].mean()
+        assert record.compliance_rate == pytest.approx(rates[1] - rates[0], rel=1e-12)
+    else:
+        assert record.compliance_rate is None
+    text = str(record)
+    assert all(kind in text for kind in FLAGS[design]) and f"{len(sim.df):,}" in text
+    assert record._repr_html_().startswith("<pre>")
