@@ -174,9 +174,10 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
 
     Notes
     -----
-    Effects of different metrics are reported with their own variances; with HC
-    covariances the covariance *between* metrics (or between ITT and LATE) at a look is
-    not formed (NaN in ``Effects.cov``), with CR it is.
+    Every effect has its variance, and the covariance between the arms and conditions of
+    one metric is formed. Between metrics (and between ITT and LATE) it is formed with CR
+    covariances for metrics with the same missing rows; with HC covariances it would need
+    cross-metric fourth-order moments and is left NaN in ``Effects.cov``.
 
     Examples
     --------
