@@ -533,6 +533,24 @@ _DOC_DESIGN = """
 """
 
 
+_DESIGN_KEYS = ("sd", "pilot", "metric", "covariates", "cluster_by", "r2", "icc", "cluster_size",
+                "cluster_size_cv", "baseline_mean", "compliance", "allocation", "arms", "alpha",
+                "alternative", "relative", "test", "correction")
+
+
+def _plan_of(arguments: dict) -> _Plan:
+    """The validated plan from the design keywords of power / sample_size / mde."""
+    return _make_plan(**{key: arguments[key] for key in _DESIGN_KEYS})
+
+
+def _check_n(plan: _Plan, n) -> float:
+    n = _positive("n", n)
+    if n < _min_n(plan):
+        raise ValidationError(f"n: {n:g} units is too few for this design (at least "
+                              f"{math.ceil(_min_n(plan))} needed)")
+    return n
+
+
 def power(effect: float, n: float, *, sd: float | None = None, pilot=None,
           metric: str | None = None, covariates: Sequence[str] | None = None,
           cluster_by: str | None = None, r2: float | None = None, icc: float | None = None,
@@ -559,16 +577,9 @@ def power(effect: float, n: float, *, sd: float | None = None, pilot=None,
     >>> round(power(effect=0.2, n=800, sd=1.0, icc=0.02, cluster_size=20).power, 3)
     0.65
     """
-    plan = _make_plan(sd=sd, pilot=pilot, metric=metric, covariates=covariates,
-                      cluster_by=cluster_by, r2=r2, icc=icc, cluster_size=cluster_size,
-                      cluster_size_cv=cluster_size_cv, baseline_mean=baseline_mean,
-                      compliance=compliance, allocation=allocation, arms=arms, alpha=alpha,
-                      alternative=alternative, relative=relative, test=test, correction=correction)
+    plan = _plan_of(locals())
     e = _check_effect(plan, effect)
-    n = _positive("n", n)
-    if n < _min_n(plan):
-        raise ValidationError(f"n: {n:g} units is too few for this design (at least "
-                              f"{math.ceil(_min_n(plan))} needed)")
+    n = _check_n(plan, n)
     per_arm, clusters = _split(plan, n, round_up=False)
     return _record(plan, "power", e, n, tuple(per_arm),
                    int(round(clusters)) if clusters is not None else
@@ -614,11 +625,7 @@ def sample_size(effect: float, *, power: float = 0.8, sd: float | None = None, p
     (58, 1160)
     """
     target = _target_power(power)
-    plan = _make_plan(sd=sd, pilot=pilot, metric=metric, covariates=covariates,
-                      cluster_by=cluster_by, r2=r2, icc=icc, cluster_size=cluster_size,
-                      cluster_size_cv=cluster_size_cv, baseline_mean=baseline_mean,
-                      compliance=compliance, allocation=allocation, arms=arms, alpha=alpha,
-                      alternative=alternative, relative=relative, test=test, correction=correction)
+    plan = _plan_of(locals())
     e = _check_effect(plan, effect)
     if target <= plan.alpha:
         raise ValidationError(f"power: must exceed the test's level alpha = {plan.alpha:g}")
@@ -671,15 +678,8 @@ def mde(n: float, *, power: float = 0.8, sd: float | None = None, pilot=None,
     0.1254
     """
     target = _target_power(power)
-    plan = _make_plan(sd=sd, pilot=pilot, metric=metric, covariates=covariates,
-                      cluster_by=cluster_by, r2=r2, icc=icc, cluster_size=cluster_size,
-                      cluster_size_cv=cluster_size_cv, baseline_mean=baseline_mean,
-                      compliance=compliance, allocation=allocation, arms=arms, alpha=alpha,
-                      alternative=alternative, relative=relative, test=test, correction=correction)
-    n = _positive("n", n)
-    if n < _min_n(plan):
-        raise ValidationError(f"n: {n:g} units is too few for this design (at least "
-                              f"{math.ceil(_min_n(plan))} needed)")
+    plan = _plan_of(locals())
+    n = _check_n(plan, n)
     if target <= plan.alpha:
         raise ValidationError(f"power: must exceed the test's level alpha = {plan.alpha:g}")
     sign = -1.0 if alternative == "smaller" else 1.0
