@@ -417,7 +417,8 @@ class ArtifactWriter:
 
     def write_index(self, run: OCIRun) -> Path:
         index = {
-            "plan": run.plan.to_dict(), "stop_reason": run.stop_reason, "artifact_level": self.level,
+            "plan": run.plan.to_dict(), "stop_reason": run.stop_reason, "stop_detail": run.stop_detail,
+            "artifact_level": self.level,
             "data": "data.parquet" if self.level == "full" else None,
             "iterations": [{"index": it.index, "spec_key": it.spec.key(), "actor": it.actor.source,
                             "verdicts": it.verdicts, "n_proposals": len(it.critique.proposals),

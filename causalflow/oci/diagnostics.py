@@ -250,7 +250,7 @@ def linear_sensitivity(y, t, X, w=None) -> tuple[float, float, int]:
     """Treatment coefficient, its classical t statistic and residual dof in ``y ~ 1 + t + X``.
 
     With weights ``w`` this is weighted least squares. Rank-deficient X is handled by
-    least squares with the pseudo-inverse; dof = n - rank.
+    least squares with the pseudo-inverse; dof = n - rank (t is NaN when dof < 1).
     """
     n = len(y)
     Z = np.column_stack([np.ones(n), t, X])
@@ -259,6 +259,8 @@ def linear_sensitivity(y, t, X, w=None) -> tuple[float, float, int]:
     beta, _, rank, _ = np.linalg.lstsq(Zw, yw, rcond=None)
     resid = yw - Zw @ beta
     dof = int(n - rank)
+    if dof < 1:
+        return float(beta[1]), float("nan"), dof
     sigma2 = resid @ resid / dof
     cov = sigma2 * np.linalg.pinv(Zw.T @ Zw)
     se = float(np.sqrt(cov[1, 1]))

@@ -1,8 +1,8 @@
 """The OCI loop: Actor -> runner -> Critic, repeated, with every iteration kept.
 
 The loop stops when every estimand is ``fully_satisfactory``, when the Critic has
-nothing to propose or the Actor's next spec was already run ("nothing new"), or at
-``max_iterations``.
+nothing to propose or the Actor's next spec was already run ("nothing new"), at
+``max_iterations``, or when a revised spec cannot run ("revision_failed").
 """
 
 from __future__ import annotations
@@ -83,13 +83,16 @@ class Iteration:
 class OCIRun:
     """The whole loop: the plan, every iteration, why it stopped, where artifacts are.
 
-    ``stop_reason`` is ``"all_fully_satisfactory"``, ``"nothing_new"`` or ``"max_iterations"``.
+    ``stop_reason`` is ``"all_fully_satisfactory"``, ``"nothing_new"``, ``"max_iterations"``
+    or ``"revision_failed"`` (a revised spec could not run, for example trimming left an
+    arm empty: ``stop_detail`` says why, and the last good iteration is final).
     """
 
     plan: Plan
     iterations: tuple
     stop_reason: str
     directory: str | None = None
+    stop_detail: str | None = None
 
     @property
     def final(self) -> Iteration:
@@ -164,14 +167,20 @@ def run(plan, max_iterations: int = 3, artifacts: str | os.PathLike | None = Non
     iterations: list[Iteration] = []
     seen: set[str] = set()
     previous, critique = None, None
-    stop_reason = "max_iterations"
+    stop_reason, stop_detail = "max_iterations", None
     for index in range(1, max_iterations + 1):
         step = actor.propose(plan, previous, critique)
         if step.spec.key() in seen:
             stop_reason = "nothing_new"
             break
         seen.add(step.spec.key())
-        result = run_spec(analysis, step.spec, thresholds)
+        try:
+            result = run_spec(analysis, step.spec, thresholds)
+        except ValidationError as exc:
+            if not iterations:  # the first spec must run: its errors are the user's to see
+                raise
+            stop_reason, stop_detail = "revision_failed", str(exc)
+            break
         critique = critic.review(plan, result)
         iteration = Iteration(index, step, result, critique)
         if writer is not None:
@@ -187,7 +196,7 @@ def run(plan, max_iterations: int = 3, artifacts: str | os.PathLike | None = Non
             break
         previous = step.spec
     outcome = OCIRun(plan, tuple(iterations), stop_reason,
-                     None if artifacts is None else os.fspath(artifacts))
+                     None if artifacts is None else os.fspath(artifacts), stop_detail)
     if writer is not None:
         writer.write_index(outcome)
     return outcome

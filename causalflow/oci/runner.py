@@ -267,8 +267,10 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
         if key not in linear_fits:
             linear_fits[key] = linear_sensitivity(y[rows], tt, X[rows], w if weighted else None)
         b, tstat, dof = linear_fits[key]
-        sens = Sensitivity(ev, ev_ci, b, tstat, dof, float(tstat**2 / (tstat**2 + dof)),
-                           robustness_value(tstat, dof), robustness_value(tstat, dof, alpha=0.05))
+        sens = None
+        if dof >= 2 and np.isfinite(tstat):  # else the check says "not computed"
+            sens = Sensitivity(ev, ev_ci, b, tstat, dof, float(tstat**2 / (tstat**2 + dof)),
+                               robustness_value(tstat, dof), robustness_value(tstat, dof, alpha=0.05))
         checks = evaluate_checks(estimand, balance, overlap, tuple(placebo), sens, kern.p_value,
                                  trimmed, th, n1, n0)
         diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, tuple(placebo), sens, checks))

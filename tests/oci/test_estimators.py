@@ -188,3 +188,18 @@ def test_categorical_confounders_are_one_hot_encoded():
     assert [b.column for b in result.diagnostics[0].balance] == ["g=a", "g=b", "g=c"]
     r = result.estimates[0]
     assert abs(r.estimate - 1.5) < 3 * r.std_error
+
+
+def test_tiny_trimmed_population_is_graded_not_crashed():
+    df, _ = poor_overlap(n=400, seed=1)
+    plan = Plan(data=df, treatment="t", outcome="y", confounders=["x1", "x2"], estimands=["ATE"])
+    spec = Spec(estimands=("ATE",), covariates=("x1", "x2"), priorities=(("x1", "high"), ("x2", "high")),
+                n_folds=2, trimming=0.49)
+    result = run_spec(prepare_data(plan), spec)
+    checks = {c.name: c for c in result.diagnostics[0].checks}
+    assert result.estimates[0].n < 20
+    assert checks["sample_size"].status == "fail"
+    assert checks["population"].status == "warn"
+    b, tstat, dof = linear_sensitivity(np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 1.0]),
+                                       np.array([[1.0], [5.0], [2.0]]))
+    assert dof == 0 and math.isnan(tstat)

@@ -6,6 +6,8 @@ proposals are the ones the rules must give for the diagnostic values the design 
 confounder that moves the placebo outcome).
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from oci_sims import good_overlap, omitted_confounder, poor_overlap
@@ -156,3 +158,19 @@ def test_ato_coverage_under_poor_overlap():
         errors.append(r.estimate - truth["ATO"])
     assert np.mean(hits) >= 0.87
     assert abs(np.mean(errors)) < 0.06
+
+
+def test_a_revision_that_cannot_run_ends_the_loop_with_the_last_good_iteration():
+    # trimming at alpha = 0.4999999 keeps no units: the revised spec cannot run
+    df, _ = poor_overlap(n=400)
+    plan = Plan(data=df, treatment="t", outcome="y", confounders=["x1", "x2"], estimands=["ATE"])
+
+    class TrimHard(RuleActor):
+        def propose(self, plan, previous, critique):
+            step = super().propose(plan, previous, critique)
+            return step if previous is None else type(step)(replace(step.spec, trimming=0.4999999))
+
+    result = run(plan, actor=TrimHard(n_folds=2), max_iterations=3)
+    assert result.stop_reason == "revision_failed"
+    assert "Spec.trimming" in result.stop_detail
+    assert len(result.iterations) == 1
