@@ -60,6 +60,9 @@ class Covariates:
             if series.isna().any():
                 raise ValidationError(f"exogenous_covariates: column {name!r} has {int(series.isna().sum())} "
                                       "missing values; impute them (pre-treatment) or drop the rows")
+            if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+                raise ValidationError(f"exogenous_covariates: column {name!r} holds dates or durations "
+                                      f"({series.dtype}); convert it to a number (e.g. days since a date)")
             sources.append(name)
             if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
                 values = series.to_numpy(dtype=float)

@@ -300,6 +300,17 @@ def test_collinear_categorical_covariates(df):
     assert "'x'" not in message
 
 
+@pytest.mark.parametrize("make", [
+    lambda n: pd.date_range("2024-01-01", periods=n, freq="h"),
+    lambda n: pd.date_range("2024-01-01", periods=n, freq="D", tz="UTC"),
+    lambda n: pd.to_timedelta(np.arange(n), unit="m"),
+])
+def test_date_covariate_is_rejected_not_expanded_into_levels(df, make):
+    data = df.assign(when=make(len(df)))
+    expect_error(lambda: E(data).add_metric(y="y", exogenous_covariates=["x", "when"]),
+                 "exogenous_covariates", "'when'", "dates")
+
+
 def test_covariate_listed_twice(df):
     expect_error(lambda: E(df).add_metric(y="y", exogenous_covariates=["x", "x"]),
                  "exogenous_covariates", "'x'", "twice")
