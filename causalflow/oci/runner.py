@@ -144,6 +144,27 @@ def _population_label(estimand: str, alpha: float, trimmed: bool) -> str:
     return "treated units of the study population" if estimand == "ATT" else "study population"
 
 
+def _balance(X_all, names, owners, t, w, spec: Spec, plan) -> tuple:
+    """Unweighted and weighted SMD of every encoded plan confounder."""
+    priority = dict(spec.priorities)
+    smd_u = standardized_mean_differences(X_all, t)
+    smd_w = standardized_mean_differences(X_all, t, w)
+    return tuple(BalanceRow(owner, name, priority.get(owner, plan.priority_of(owner)),
+                            owner in spec.covariates, float(su), float(sw))
+                 for owner, name, su, sw in zip(owners, names, smd_u, smd_w))
+
+
+def _sensitivity(kern, interval, sd_y: float, linear_fit) -> Sensitivity | None:
+    """E-values of the estimate and the Cinelli-Hazlett values of the linear stage
+    (None when the linear stage has fewer than 2 residual degrees of freedom)."""
+    b, tstat, dof = linear_fit
+    if dof < 2 or not np.isfinite(tstat):
+        return None
+    ev, ev_ci = e_value(kern.estimate, *interval, sd_y)
+    return Sensitivity(ev, ev_ci, b, tstat, dof, float(tstat**2 / (tstat**2 + dof)),
+                       robustness_value(tstat, dof), robustness_value(tstat, dof, alpha=0.05))
+
+
 def _check_final_stage(spec: Spec) -> None:
     if spec.final_stage == "weighted_linear":
         from . import final_stage
@@ -222,11 +243,9 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
     else:
         alpha = float(spec.trimming)
     kept = (e >= alpha) & (e <= 1 - alpha) if alpha > 0 else np.ones(len(t), bool)
-
-    priority = dict(spec.priorities)
-    in_model = set(spec.covariates)
     sd_y = float(np.std(y, ddof=1))
     linear_fits: dict = {}  # the linear outcome regression depends only on the rows (and weights)
+    weighted = spec.final_stage == "weighted_linear"
     estimates, diagnostics = [], []
     for estimand in spec.estimands:
         trimmed = alpha > 0 and estimand != "ATO"
@@ -237,7 +256,7 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             raise ValidationError(f"Spec.trimming: trimming at alpha = {alpha:.4g} leaves no "
                                   f"{'treated' if n1 == 0 else 'control'} units for {estimand}")
         w = est.balancing_weights(estimand, tt, ee)
-        if spec.final_stage == "weighted_linear":
+        if weighted:
             from . import final_stage
 
             kern = final_stage.weighted_linear_effect(frame.loc[rows, list(spec.covariates)], y[rows], tt, w)
@@ -249,29 +268,18 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             estimand, _population_label(estimand, alpha, trimmed), kern.estimate, kern.std_error,
             float(lo), float(hi), kern.p_value, int(rows.sum()), n1, n0, kern.mu1, kern.mu0,
             spec.final_stage))
-
-        smd_u = standardized_mean_differences(X_all[rows], tt)
-        smd_w = standardized_mean_differences(X_all[rows], tt, w)
-        balance = tuple(BalanceRow(owner, name, priority.get(owner, plan.priority_of(owner)),
-                                   owner in in_model, float(su), float(sw))
-                        for owner, name, su, sw in zip(owners_all, names_all, smd_u, smd_w))
-        overlap = overlap_summary(estimand, tt, ee, w, th.overlap_bounds,
-                                  n_trimmed=int((~rows).sum()), alpha=alpha if trimmed else 0.0)
+        key = (trimmed, estimand if weighted else None)
+        if key not in linear_fits:
+            linear_fits[key] = linear_sensitivity(y[rows], tt, X[rows], w if weighted else None)
         placebo = []
         for c in spec.placebo_outcomes:
             pk = est.estimate(estimand, data.placebos[c][rows], tt, ee, fit.m0[c][rows], fit.m1[c][rows])
             placebo.append(PlaceboResult(c, pk.estimate, pk.std_error, pk.p_value))
-        ev, ev_ci = e_value(kern.estimate, lo, hi, sd_y)
-        weighted = spec.final_stage == "weighted_linear"
-        key = (trimmed, estimand if weighted else None)
-        if key not in linear_fits:
-            linear_fits[key] = linear_sensitivity(y[rows], tt, X[rows], w if weighted else None)
-        b, tstat, dof = linear_fits[key]
-        sens = None
-        if dof >= 2 and np.isfinite(tstat):  # else the check says "not computed"
-            sens = Sensitivity(ev, ev_ci, b, tstat, dof, float(tstat**2 / (tstat**2 + dof)),
-                               robustness_value(tstat, dof), robustness_value(tstat, dof, alpha=0.05))
-        checks = evaluate_checks(estimand, balance, overlap, tuple(placebo), sens, kern.p_value,
-                                 trimmed, th, n1, n0)
-        diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, tuple(placebo), sens, checks))
+        placebo = tuple(placebo)
+        balance = _balance(X_all[rows], names_all, owners_all, tt, w, spec, plan)
+        overlap = overlap_summary(estimand, tt, ee, w, th.overlap_bounds,
+                                  n_trimmed=int((~rows).sum()), alpha=alpha if trimmed else 0.0)
+        sens = _sensitivity(kern, (lo, hi), sd_y, linear_fits[key])
+        checks = evaluate_checks(estimand, balance, overlap, placebo, sens, kern.p_value, trimmed, th, n1, n0)
+        diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, placebo, sens, checks))
     return SpecResult(spec, tuple(estimates), tuple(diagnostics), float(alpha), e, t.copy(), kept)
