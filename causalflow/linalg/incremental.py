@@ -127,7 +127,8 @@ def _lin_structure(J: int, q: int):
     cols = [(-1, ())] + [(j, ()) for j in range(J)] + [(-1, (l,)) for l in range(q)]
     cols += [(j, (l,)) for j in range(J) for l in range(q)]
     p = len(cols)
-    keys = {d: [(a, c) for a in range(-1, J) for k in range(d + 1)
+    # ordered by covariate degree first, so the keys of degree <= 2 and <= 3 are prefixes
+    keys = {d: [(a, c) for k in range(d + 1) for a in range(-1, J)
                 for c in combinations_with_replacement(range(q), k)] for d in (2, 3, 4)}
     where = {d: {key: i for i, key in enumerate(keys[d])} for d in (2, 3, 4)}
     maps = {}
@@ -191,11 +192,9 @@ class LinMeatMoments:
         np.multiply(Y, ww[:, None], out=right[:, K:2 * K])
         np.multiply(right[:, K:2 * K], Y, out=right[:, :K])
         right[:, 2 * K] = ww
-        pos4 = {key: i for i, key in enumerate(keys[4])}
-        i2 = [pos4[k] for k in keys[2]]
-        i3 = [pos4[k] for k in keys[3]]
-        s2 = M[:, i2].T @ right[:, :K]
-        s3 = M[:, i3].T @ right[:, K:2 * K]
+        n2, n3 = len(keys[2]), len(keys[3])              # prefixes of keys[4]
+        s2 = M[:, :n2].T @ right[:, :K]
+        s3 = M[:, :n3].T @ right[:, K:2 * K]
         s4 = M.T @ right[:, 2 * K]
         return cls(s2, s3, s4, J, q)
 
