@@ -180,7 +180,11 @@ def planning_inputs(
 
     from .data import _to_pandas
 
-    df = _to_pandas(pilot)
+    try:
+        df = _to_pandas(pilot)
+    except ValidationError:
+        raise ValidationError(f"pilot: expected a pandas, polars or pyarrow table, got "
+                              f"{type(pilot).__name__}") from None
     covariates = list(covariates or [])
     columns = [metric, *covariates] + ([cluster_by] if cluster_by is not None else [])
     for name, argument in [(metric, "metric")] + [(c, "covariates") for c in covariates] + (

@@ -144,6 +144,11 @@ def test_planning_inputs_from_pilot():
     res = sample_size(0.1, pilot=pilot, metric="y", covariates=["x"], cluster_by="store")
     assert res.inputs == est
     assert sample_size(0.1, pilot=pilot, metric="y", icc=0.0).inputs.icc == 0.0
+    # polars pilot tables are read the same way; a non-table is named
+    import polars as pl
+    assert planning_inputs(pl.from_pandas(pilot), "y", covariates=["x"], cluster_by="store") == est
+    with pytest.raises(ValidationError, match="pilot"):
+        planning_inputs([1, 2, 3], "y")
 
 
 @pytest.mark.parametrize("kwargs,word", [
