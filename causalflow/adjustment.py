@@ -83,6 +83,18 @@ def adjust_effects(effects: Effects, method: Method = "holm", *,
 
     ``seed`` fixes the simulation of the max-t distribution when there are more than five
     correlated effects (see :func:`causalflow.linalg.multitest.maxt_critical_value`).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, causalflow as cf
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"t": rng.integers(0, 2, 300), "a": rng.normal(size=300)})
+    >>> df["b"] = df.a + rng.normal(size=300)
+    >>> eff = cf.ExperimentData(df, intent_to_treat="t").add_metric(y=["a", "b"]).fit(
+    ...     cf.LinearModel).infer_effect()
+    >>> adj = adjust_effects(eff, "bonferroni")
+    >>> 1.96 < adj.critical_value < 2.24     # correlated metrics: below Bonferroni's 2.241
+    True
     """
     if method not in ("holm", "bonferroni", "bh", "by", "maxt"):
         raise ValidationError(f"method: must be 'holm', 'bonferroni', 'bh', 'by' or 'maxt', got {method!r}")

@@ -218,6 +218,14 @@ def check_sample_ratio(data, expected: Mapping | Sequence | None = None, *,
     Returns
     -------
     SampleRatioCheck
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, causalflow as cf
+    >>> df = pd.DataFrame({"t": np.repeat([0, 1], [30, 10]), "store": np.arange(40) // 2})
+    >>> check = check_sample_ratio(cf.ExperimentData(df, intent_to_treat="t", cluster_by="store"))
+    >>> check.units.observed, check.clusters.observed, round(check.p_value, 4)
+    ((30, 10), (15, 5), 0.0253)
     """
     arms = tuple(data.arms)
     if expected is None:
@@ -254,7 +262,13 @@ def check_sample_ratio(data, expected: Mapping | Sequence | None = None, *,
 
 
 def sample_ratio_warning(data) -> str | None:
-    """A one-line warning when the planned allocation is known and the check fails (p < 0.001)."""
+    """A one-line warning when the planned allocation is known and the check fails (p < 0.001).
+
+    >>> import numpy as np, pandas as pd, causalflow as cf
+    >>> df = pd.DataFrame({"t": np.repeat([0, 1], [600, 400])})
+    >>> sample_ratio_warning(cf.ExperimentData(df, intent_to_treat="t", propensity=0.5))[:37]
+    'WARNING: sample ratio mismatch on uni'
+    """
     design = getattr(data, "design", None)
     check = getattr(design, "sample_ratio", None)
     if check is None or not check.mismatch:

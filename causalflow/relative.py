@@ -300,6 +300,17 @@ def relative_effects(effects, *, method: IntervalMethod = "delta",
     :func:`relative_effect` gives the ratio, its delta-method SE and the interval.
     In an encouragement design the ITT is divided by the reduced form's control mean and
     the LATE by the 2SLS intercept (the mean untreated outcome at zero dose).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, causalflow as cf
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"t": rng.integers(0, 2, 500)})
+    >>> df["y"] = 50 + 5 * df.t + rng.normal(size=500)
+    >>> eff = cf.ExperimentData(df, intent_to_treat="t").add_metric(y="y").fit(cf.LinearModel).infer_effect()
+    >>> rel = relative_effects(eff, scale="fraction").to_frame()
+    >>> bool(np.isclose(rel.estimate[0], rel.effect[0] / rel.control_mean[0]))
+    True
     """
     if method not in ("delta", "fieller"):
         raise ValidationError(f"method: must be 'delta' or 'fieller', got {method!r}")

@@ -246,6 +246,17 @@ def derive_metrics(data, y, *, cap: Mapping | None = None, ratio: Mapping | None
 
     Returns a shallow copy of ``data`` whose table has the new columns (the user's table is
     not modified) and the metric names to fit.
+
+    Examples
+    --------
+    >>> import pandas as pd, causalflow as cf
+    >>> df = pd.DataFrame({"t": [0, 1, 0, 1], "rev": [1.0, 2.0, 3.0, 100.0],
+    ...                    "orders": [1.0, 2.0, 1.0, 3.0], "visits": [2.0, 2.0, 1.0, 3.0]})
+    >>> data = cf.ExperimentData(df, intent_to_treat="t")
+    >>> derived, names = derive_metrics(data, ["rev"], cap={"rev": {"upper": 10.0}},
+    ...                                 ratio={"orders_per_visit": ("orders", "visits")})
+    >>> names, derived.data["rev_capped"].tolist(), "rev_capped" in df.columns
+    (['rev_capped', 'orders_per_visit'], [1.0, 2.0, 3.0, 10.0], False)
     """
     names = [] if y is None else [y] if isinstance(y, str) else list(y)
     df = data.data
