@@ -202,6 +202,10 @@ class ExperimentData:
                                       f"arms of {intent_to_treat!r} ({list(self.arms)})")
             if len(np.unique(codes)) < 2:
                 raise ValidationError(f"instrument: column {instrument!r} has no variation")
+            absent = [a for j, a in enumerate(self.arms) if not (codes == j).any()]
+            if absent:
+                raise ValidationError(f"instrument: column {instrument!r} never takes the arm(s) {absent} "
+                                      f"of {intent_to_treat!r}; every arm needs its own instrument rows")
             self.instrument_codes = codes.astype(np.int64)
             if (self.dose is None and self.treated_codes is None
                     and not np.array_equal(self.instrument_codes, self.arm_codes)):

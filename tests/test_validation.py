@@ -311,6 +311,32 @@ def test_date_covariate_is_rejected_not_expanded_into_levels(df, make):
                  "exogenous_covariates", "'when'", "dates")
 
 
+def test_covariate_constant_within_an_arm_is_named(df):
+    # a copy of the assignment: it varies overall but not within either arm
+    data = df.assign(copy_of_t=df.assigned * 2.0 + 1)
+    expect_error(lambda: E(data).add_metric(y="y", exogenous_covariates=["x", "copy_of_t"]),
+                 "exogenous_covariates", "'copy_of_t'", "constant among the rows of arm 0", "'assigned'")
+    # a level seen only in the treatment arm: its indicator is constant (0) in control
+    data = df.assign(tier=np.where((df.assigned == 1) & (df.seg == "c"), "gold", "basic"))
+    expect_error(lambda: E(data).add_metric(y="y", exogenous_covariates=["x", "tier"]),
+                 "exogenous_covariates", "tier[gold]", "arm 0")
+
+
+def test_covariates_collinear_within_one_arm_are_named(df):
+    data = df.assign(x2=np.where(df.assigned == 1, 3 * df.x - 2, df.y2))  # y2: unrelated noise
+    message = expect_error(lambda: E(data).add_metric(y="y", exogenous_covariates=["x", "z", "x2"]),
+                           "exogenous_covariates", "'x'", "'x2'", "collinear among the rows of arm 1")
+    assert "'z'" not in message
+
+
+def test_multi_arm_instrument_that_misses_an_arm(df):
+    arms = np.resize(np.array(["ctl", "blue", "green"]), N)
+    bad = df.assign(arm=arms, got=np.where(arms == "ctl", "ctl", "blue"),
+                    inst=np.where(arms == "green", "blue", arms))
+    expect_error(lambda: E(bad, intent_to_treat="arm", treated="got", instrument="inst", control="ctl"),
+                 "instrument", "'inst'", "'green'")
+
+
 def test_covariate_listed_twice(df):
     expect_error(lambda: E(df).add_metric(y="y", exogenous_covariates=["x", "x"]),
                  "exogenous_covariates", "'x'", "twice")

@@ -71,22 +71,54 @@ class MetricSpec:
         return spec
 
     def _check_covariates(self) -> None:
-        """Constant or collinear covariates are named before any fitting."""
-        from ..linalg.twosls import check_full_rank
-        if self.covariates.q < 2:
+        """Constant or collinear covariates are named before any fitting.
+
+        Lin's design [1, A, Xc, A x Xc] has full rank exactly when, within every arm of the
+        assignment (instrument), the covariates vary and are not collinear: it spans the same
+        columns as arm-specific intercepts and slopes. One pass accumulates, per arm, the
+        cross-products of the covariates centred at their overall mean; the within-arm Gram
+        matrices follow by subtracting each arm's mean deviation.
+        """
+        q = self.covariates.q
+        if q == 0:
             return
-        centred_gram = np.zeros((self.covariates.q, self.covariates.q))
+        codes = self.data.instrument_codes
+        n, arms = len(codes), self.data.arms
         mu = self.covariates.means(None, None)
-        for start in range(0, len(self.data.arm_codes), 1 << 16):
-            block = self.covariates.raw(slice(start, min(start + (1 << 16), len(self.data.arm_codes)))) - mu
-            centred_gram += block.T @ block
+        count = np.zeros(len(arms))
+        sums = np.zeros((len(arms), q))
+        cross = np.zeros((len(arms), q, q))
+        for start in range(0, n, 1 << 16):
+            rows = slice(start, min(start + (1 << 16), n))
+            block, block_codes = self.covariates.raw(rows) - mu, codes[rows]
+            for j in range(len(arms)):
+                part = block[block_codes == j]
+                count[j] += len(part)
+                sums[j] += part.sum(axis=0)
+                cross[j] += part.T @ part
         names = list(self.covariates.names)
-        try:
-            check_full_rank(centred_gram, names, "exogenous_covariates")
-        except ValidationError:
+        pooled = cross.sum(axis=0)
+        if q > 1 and _dependent(pooled, names, only_if_singular=True):
             raise ValidationError(
-                f"exogenous_covariates: covariates are collinear: column(s) {_dependent(centred_gram, names)} "
-                "are linearly dependent after centring; drop one of them") from None
+                f"exogenous_covariates: covariates are collinear: column(s) {_dependent(pooled, names)} "
+                "are linearly dependent after centring; drop one of them")
+        for j, arm in enumerate(arms):
+            if count[j] == 0:
+                continue  # an instrument that never takes an arm is refused by ExperimentData
+            within = cross[j] - np.outer(sums[j], sums[j]) / count[j]
+            # constant within the arm, up to rounding of the subtraction above
+            constant = np.diag(within) <= 1e-12 * np.diag(cross[j])
+            if constant.any():
+                raise ValidationError(
+                    f"exogenous_covariates: column(s) {[names[i] for i in np.flatnonzero(constant)]} are "
+                    f"constant among the rows of arm {arm!r} of {self.data.intent_to_treat!r}; covariates "
+                    "are interacted with the arms (Lin 2013), so each must vary within every arm")
+            bad = _dependent(within, names, only_if_singular=True) if q > 1 else []
+            if bad:
+                raise ValidationError(
+                    f"exogenous_covariates: column(s) {bad} are collinear among the rows of arm {arm!r} "
+                    f"of {self.data.intent_to_treat!r}; covariates are interacted with the arms (Lin 2013), "
+                    "so they must not be linearly dependent within any arm")
 
     def source(self) -> DesignSource:
         df, d = self.data.data, self.data
@@ -118,10 +150,17 @@ class MetricSpec:
         return estimator.fit_spec(self)
 
 
-def _dependent(gram: np.ndarray, names: list[str]) -> list[str]:
-    """Columns with a non-negligible loading on a null direction of a singular Gram matrix."""
+def _dependent(gram: np.ndarray, names: list[str], only_if_singular: bool = False) -> list[str]:
+    """Columns with a non-negligible loading on a null direction of a Gram matrix.
+
+    A direction is null when its eigenvalue of the unit-diagonal scaled matrix is below
+    q * eps * 1e3 (the tolerance of :func:`causalflow.linalg.twosls.check_full_rank`). With
+    ``only_if_singular`` an empty list means full rank; otherwise every name is returned
+    when no single direction stands out.
+    """
     scale = np.sqrt(np.diag(gram))
     values, vectors = np.linalg.eigh(gram / np.outer(scale, scale))
     null = vectors[:, values <= len(names) * np.finfo(float).eps * 1e3 * values.max()]
     involved = np.flatnonzero(np.abs(null).max(axis=1) > 1e-6) if null.size else []
-    return [names[i] for i in involved] or names
+    out = [names[i] for i in involved]
+    return out if (out or only_if_singular) else names
