@@ -9,7 +9,7 @@ the same fit. Add a learner with :func:`register_learner`.
 Built in:
 
 - ``"linear"``: logistic regression (L2, C = 1 on standardized X) / ordinary least squares.
-- ``"regularised_linear"``: cross-validated L2 logistic / ridge (3 folds, 10 penalties).
+- ``"regularised_linear"``: cross-validated L2 logistic (log-loss) / ridge (3 folds, 10 penalties).
 - ``"lightgbm"``: gradient-boosted trees (LightGBM, deterministic, 1 thread).
 - ``"hist_gbm"``: scikit-learn's histogram gradient boosting.
 
@@ -72,6 +72,7 @@ def _ridge_classifier(seed: int):
     from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=3, max_iter=2000,
+                                                                scoring="neg_log_loss",
                                                                 random_state=seed))
 
 
