@@ -170,10 +170,16 @@ def _simulate_max(r: np.ndarray, two_sided: bool, df: float | None, n_draws: int
     # a symmetric square root handles singular R (e.g. an effect that is the mean of others)
     w, q = np.linalg.eigh(r)
     root = q * np.sqrt(np.clip(w, 0.0, None))
-    z = rng.standard_normal((n_draws, r.shape[0])) @ root.T
-    if df is not None:
-        z = z / np.sqrt(rng.chisquare(df, size=(n_draws, 1)) / df)
-    return np.max(np.abs(z) if two_sided else z, axis=1)
+    m = r.shape[0]
+    out = np.empty(n_draws)
+    chunk = max(1000, 4_000_000 // m)      # bounded memory: about 32 MB of draws at a time
+    for start in range(0, n_draws, chunk):
+        size = min(chunk, n_draws - start)
+        z = rng.standard_normal((size, m)) @ root.T
+        if df is not None:
+            z /= np.sqrt(rng.chisquare(df, size=(size, 1)) / df)
+        out[start:start + size] = np.max(np.abs(z) if two_sided else z, axis=1)
+    return out
 
 
 def _check_options(alpha, alternative, method, df, n_draws) -> None:
