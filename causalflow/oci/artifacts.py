@@ -157,7 +157,8 @@ def plot_love(it: Iteration) -> bytes:
     return _png(fig)
 
 
-def _forest(labels, estimates, ses, title, xlabel) -> bytes:
+def forest_plot(labels, estimates, ses, title, xlabel="effect") -> bytes:
+    """PNG bytes of estimates with 95% intervals (one row per label) and a line at 0."""
     fig, ax = _figure(6.0, max(2.0, 0.45 * len(labels) + 1.0))
     y = np.arange(len(labels))
     est, se = np.asarray(estimates, float), np.asarray(ses, float)
@@ -172,7 +173,7 @@ def _forest(labels, estimates, ses, title, xlabel) -> bytes:
 def plot_estimates(it: Iteration) -> bytes:
     """Forest plot of the estimates with 95% intervals."""
     rows = it.result.estimates
-    return _forest([f"{r.estimand} ({it.verdicts.get(r.estimand)})" for r in rows],
+    return forest_plot([f"{r.estimand} ({it.verdicts.get(r.estimand)})" for r in rows],
                    [r.estimate for r in rows], [r.std_error for r in rows], "Estimates (95% CI)", "effect")
 
 
@@ -181,7 +182,7 @@ def plot_placebo(it: Iteration) -> bytes | None:
     rows = [(d.estimand, p) for d in it.result.diagnostics for p in d.placebo]
     if not rows:
         return None
-    return _forest([f"{p.outcome} [{e}]" for e, p in rows], [p.estimate for _, p in rows],
+    return forest_plot([f"{p.outcome} [{e}]" for e, p in rows], [p.estimate for _, p in rows],
                    [p.std_error for _, p in rows], "Placebo outcomes (should be 0)", "effect")
 
 
@@ -269,7 +270,7 @@ def render_markdown(blocks, images: dict) -> str:
         elif kind == "table":
             out.append("| " + " | ".join(block[1]) + " |")
             out.append("|" + "---|" * len(block[1]))
-            out += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in block[2]]
+            out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in block[2]]
         elif kind == "img" and block[1] in images:
             out.append(f"![{block[1]}](plots/{block[1]}.png)")
         out.append("")

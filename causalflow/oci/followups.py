@@ -126,29 +126,21 @@ def by_partition(plan: Plan, spec: Spec, column: str | None = None, *, data=None
     return frame
 
 
-def _forest_png(labels, est, se, title) -> bytes:
-    from .artifacts import _figure, _png
-
-    fig, ax = _figure(6.5, max(2.0, 0.35 * len(labels) + 1.0))
-    y = np.arange(len(labels))
-    ax.errorbar(est, y, xerr=1.96 * np.asarray(se, float), fmt="o", color="black", capsize=3)
-    ax.set_yticks(y, labels)
-    ax.axvline(0, color="red", ls="--", lw=0.8)
-    ax.set_title(title)
-    return _png(fig)
-
-
 def plot_sweep(frame: pd.DataFrame) -> bytes:
     """Forest plot (PNG bytes) of a :func:`sensitivity_sweep` table."""
+    from .artifacts import forest_plot
+
     labels = [f"{r.estimand} | {r.covariate_set} | trim {r.trimming}" for r in frame.itertuples()]
-    return _forest_png(labels, frame["estimate"], frame["std_error"], "Sensitivity sweep (95% CI)")
+    return forest_plot(labels, frame["estimate"], frame["std_error"], "Sensitivity sweep (95% CI)")
 
 
 def plot_partitions(frame: pd.DataFrame) -> bytes:
     """Forest plot (PNG bytes) of a :func:`by_partition` table (rows with errors left out)."""
     ok = frame[frame["error"].isna()] if "error" in frame else frame
+    from .artifacts import forest_plot
+
     labels = [f"{r.partition} [{r.estimand}]" for r in ok.itertuples()]
-    return _forest_png(labels, ok["estimate"], ok["std_error"], "Estimates by partition (95% CI)")
+    return forest_plot(labels, ok["estimate"], ok["std_error"], "Estimates by partition (95% CI)")
 
 
 def write_followup(frame: pd.DataFrame, png: bytes, folder: str | os.PathLike, name: str) -> dict:
