@@ -71,13 +71,31 @@ class MetricSpec:
         return spec
 
     def _check_covariates(self) -> None:
-        """Constant or collinear covariates are named before any fitting.
+        """Collinear covariates are named before any fitting (constant ones by ``Covariates``)."""
+        q = self.covariates.q
+        if q < 2:
+            return
+        n = len(self.data.arm_codes)
+        mu = self.covariates.means(None, None)
+        centred_gram = np.zeros((q, q))
+        for start in range(0, n, 1 << 16):
+            block = self.covariates.raw(slice(start, min(start + (1 << 16), n))) - mu
+            centred_gram += block.T @ block
+        names = list(self.covariates.names)
+        bad = _dependent(centred_gram, names, only_if_singular=True)
+        if bad:
+            raise ValidationError(f"exogenous_covariates: covariates are collinear: column(s) {bad} "
+                                  "are linearly dependent after centring; drop one of them")
+
+    def _check_within_arms(self) -> None:
+        """Name covariates that are constant or collinear within an arm (run when a fit is singular).
 
         Lin's design [1, A, Xc, A x Xc] has full rank exactly when, within every arm of the
         assignment (instrument), the covariates vary and are not collinear: it spans the same
         columns as arm-specific intercepts and slopes. One pass accumulates, per arm, the
         cross-products of the covariates centred at their overall mean; the within-arm Gram
-        matrices follow by subtracting each arm's mean deviation.
+        matrices follow by subtracting each arm's mean deviation. It costs a pass over the
+        covariates, so it runs only to explain a singular fit.
         """
         q = self.covariates.q
         if q == 0:
@@ -97,11 +115,6 @@ class MetricSpec:
                 sums[j] += part.sum(axis=0)
                 cross[j] += part.T @ part
         names = list(self.covariates.names)
-        pooled = cross.sum(axis=0)
-        if q > 1 and _dependent(pooled, names, only_if_singular=True):
-            raise ValidationError(
-                f"exogenous_covariates: covariates are collinear: column(s) {_dependent(pooled, names)} "
-                "are linearly dependent after centring; drop one of them")
         for j, arm in enumerate(arms):
             if count[j] == 0:
                 continue  # an instrument that never takes an arm is refused by ExperimentData
@@ -147,7 +160,15 @@ class MetricSpec:
             raise ValidationError(f"fit: options {sorted(options)} are only accepted with an estimator class")
         if not hasattr(estimator, "fit_spec"):
             raise ValidationError(f"fit: {estimator!r} is not a causalflow estimator")
-        return estimator.fit_spec(self)
+        try:
+            return estimator.fit_spec(self)
+        except ValidationError as exc:
+            if "singular" in str(exc):
+                try:
+                    self._check_within_arms()  # a clearer error that names the covariates
+                except ValidationError as clearer:
+                    raise clearer from exc
+            raise
 
 
 def _dependent(gram: np.ndarray, names: list[str], only_if_singular: bool = False) -> list[str]:
