@@ -251,11 +251,12 @@ def _is_table(obj) -> bool:
 
 
 def _to_pandas(table) -> pd.DataFrame:
-    if isinstance(table, pd.DataFrame):
-        return table
-    if hasattr(table, "to_pandas"):
-        return table.to_pandas()
-    raise ValidationError(f"Plan.data: cannot read a table of type {type(table).__name__}")
+    from ..data import _to_pandas as table_to_pandas  # the one boundary conversion of the package
+
+    try:
+        return table_to_pandas(table)
+    except ValidationError as exc:
+        raise ValidationError(f"Plan.{exc}") from None
 
 
 def load_table(data, columns: list[str] | None = None) -> pd.DataFrame:
