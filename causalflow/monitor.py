@@ -362,7 +362,8 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
                             metric=metric_names[k], arm=data.arms[j + 1],
                             condition="all" if cond is None else cond.text,
                             estimand=_estimand(kind, source.iv, cond is not None), estimate=est,
-                            n=int(st.cond_n[c]), dof=dof, n_clusters=G, _sort=(k, j, c, kind)))
+                            n=int(st.cond_n[c]), dof=dof if fits else np.nan, n_clusters=G,
+                            _sort=(k, j, c, kind)))
         if not fits:
             continue
         if clustered:

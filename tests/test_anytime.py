@@ -186,6 +186,12 @@ def test_nan_standard_errors_propagate():
     assert np.isnan(res.p_value).all() and np.isnan(res.ci_lower).all()
 
 
+def test_running_quantities_before_the_first_estimate_are_nan():
+    run = running_anytime_valid([np.nan, 0.2, 0.5], [np.nan, -np.inf, -1.0], [np.nan, np.inf, 2.0])
+    assert np.isnan(run.p_value[0]) and np.isnan(run.ci_lower[0]) and np.isnan(run.ci_upper[0])
+    assert run.ci_lower.tolist()[1:] == [-np.inf, -1.0] and run.p_value.tolist()[1:] == [0.2, 0.2]
+
+
 def test_running_quantities():
     p = np.array([[0.9, 0.5], [0.04, np.nan], [0.2, 0.6]])
     lo = np.array([[-3.0, -1.0], [0.1, np.nan], [-1.0, 0.0]])

@@ -130,3 +130,16 @@ def test_encouragement_and_adaptive_designs_equal_the_core(cluster):
             assert list(a.estimand) == list(b.estimand) == ["ITT", "LATE"]
             for col in ["estimate", "std_error", "av_p_value", "av_ci_lower", "av_ci_upper"]:
                 np.testing.assert_allclose(a[col], b[col], rtol=1e-9, err_msg=col)
+
+
+def test_looks_too_early_to_fit_are_nan():
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"t": np.r_[np.zeros(20, int), rng.integers(0, 2, n - 20)], "x": rng.normal(size=n)})
+    df["y"] = rng.normal(size=n) + df.t
+    mon = monitor(cf.ExperimentData(df, intent_to_treat="t"), y="y", exogenous_covariates=["x"],
+                  looks=[3, 15, 40, 300])          # 3 rows < 4 parameters; 15 rows: one arm only
+    f = mon.to_frame()
+    assert f.loc[:1, ["estimate", "av_p_value", "av_cs_lower", "av_p_value_running"]].isna().all().all()
+    assert f.loc[2:, ["estimate", "av_p_value", "av_cs_lower"]].notna().all().all()
+    assert mon.looks[0].to_dict()["effects"][0]["av_p_value"] is None

@@ -391,6 +391,8 @@ def running_anytime_valid(p_value, ci_lower, ci_upper, alpha=0.05) -> RunningAny
     p_run = np.where(np.isinf(p_run), np.nan, p_run)
     lo_run = np.fmax.accumulate(np.where(np.isnan(lo), -np.inf, lo), axis=0)
     hi_run = np.fmin.accumulate(np.where(np.isnan(hi), np.inf, hi), axis=0)
+    seen = np.logical_or.accumulate(~(np.isnan(lo) | np.isnan(hi)), axis=0)   # NaN before the first look
+    lo_run, hi_run = np.where(seen, lo_run, np.nan), np.where(seen, hi_run, np.nan)
     sig = p_run <= alpha
     first = np.where(sig.any(axis=0), np.argmax(sig, axis=0), -1)
     return RunningAnytimeValid(p_value=p_run, ci_lower=lo_run, ci_upper=hi_run,
