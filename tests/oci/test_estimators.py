@@ -203,3 +203,19 @@ def test_tiny_trimmed_population_is_graded_not_crashed():
     b, tstat, dof = linear_sensitivity(np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 1.0]),
                                        np.array([[1.0], [5.0], [2.0]]))
     assert dof == 0 and math.isnan(tstat)
+
+
+def test_estimates_follow_affine_changes_of_the_outcome():
+    # With linear outcome models the fitted values are affine-equivariant and the
+    # propensity does not see y: y -> a y + b maps every estimate to a * estimate and
+    # every SE to |a| * SE (rtol 1e-8: floating point only).
+    df, _ = good_overlap(n=500, seed=9)
+    spec = Spec(estimands=("ATE", "ATT", "ATO"), covariates=("x1", "x2", "x3"),
+                priorities=tuple((c, "high") for c in ("x1", "x2", "x3")), n_folds=3)
+    base = run_spec(prepare_data(Plan(data=df, treatment="t", outcome="y", confounders=["x1", "x2", "x3"])),
+                    spec)
+    moved = df.assign(y=-3.0 * df["y"] + 7.0)
+    other = run_spec(prepare_data(Plan(data=moved, treatment="t", outcome="y",
+                                       confounders=["x1", "x2", "x3"])), spec)
+    for a, b in zip(base.estimates, other.estimates):
+        np.testing.assert_allclose([b.estimate, b.std_error], [-3.0 * a.estimate, 3.0 * a.std_error], rtol=1e-8)
