@@ -172,6 +172,8 @@ class ExperimentData:
         self.treated = treated
         self.propensity = propensity
         self.instrument = instrument
+        if cluster_by is not None and not isinstance(cluster_by, (str, Sequence)):
+            raise ValidationError(f"cluster_by: expected a column name or a list of names, got {cluster_by!r}")
         self.cluster_by = [cluster_by] if isinstance(cluster_by, str) else (
             list(cluster_by) if cluster_by is not None else None)
 

@@ -80,6 +80,18 @@ def test_missing_covariate_column(df, alias):
                  "exogenous_covariates", "'nope'", "not in the data")
 
 
+@pytest.mark.parametrize("argument, call", [
+    ("y", lambda df: E(df).add_metric(y=3)),
+    ("exogenous_covariates", lambda df: E(df).add_metric(y="y", exogenous_covariates=3)),
+    ("exogenous_covariates", lambda df: E(df).add_metric(y="y", exogenous_covariates={"x": 1})),
+    ("cluster_by", lambda df: E(df, cluster_by=3)),
+    ("intent_to_treat", lambda df: E(df, intent_to_treat=None)),
+    ("treated", lambda df: E(df, treated=3)),
+])
+def test_arguments_of_the_wrong_type(df, argument, call):
+    expect_error(lambda: call(df), argument)
+
+
 def test_both_covariate_spellings_is_an_error(df):
     expect_error(lambda: E(df).add_metric(y="y", exogenous_covariates=["x"],
                                           exogeneous_covariates=["z"]),

@@ -34,7 +34,7 @@ class MetricSpec:
     @classmethod
     def build(cls, data, y, covariates) -> "MetricSpec":
         df = data.data
-        metrics = [y] if isinstance(y, str) else list(y) if y is not None else []
+        metrics = _names(y, "y")
         if not metrics:
             raise ValidationError("y: name at least one metric column")
         roles = {data.intent_to_treat: "intent_to_treat"}
@@ -63,9 +63,7 @@ class MetricSpec:
         if len(set(metrics)) != len(metrics):
             raise ValidationError(f"y: a metric is listed twice in {metrics}")
         roles.update({m: "metric" for m in metrics})
-        if isinstance(covariates, str):
-            covariates = [covariates]
-        cov = Covariates.from_frame(df, list(covariates or []), roles)
+        cov = Covariates.from_frame(df, _names(covariates, "exogenous_covariates"), roles)
         spec = cls(data, tuple(metrics), cov)
         spec._check_covariates()
         return spec
@@ -169,6 +167,17 @@ class MetricSpec:
                 except ValidationError as clearer:
                     raise clearer from exc
             raise
+
+
+def _names(value, argument: str) -> list:
+    """A column name or a list-like of names as a list (None: empty)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (Sequence, pd.Index, np.ndarray)) or type(value) in (set, frozenset):
+        return list(value)
+    raise ValidationError(f"{argument}: expected a column name or a list of names, got {value!r}")
 
 
 def _dependent(gram: np.ndarray, names: list[str], only_if_singular: bool = False) -> list[str]:
