@@ -477,5 +477,7 @@ def contrast_anytime_valid(estimate, std_error, dof, cov_type: AVCovType, n_para
         nu_star = n_star - extra
         if np.any(nu_star <= 0):
             raise ValidationError(f"av_planned_n: {planned_n!r} leaves no residual degrees of freedom")
-        g = optimal_g(n_star, nu_star, alpha)
+        # one search per distinct sample size (effects of one fit share theirs)
+        sizes, inverse = np.unique(np.broadcast_to(n_star, nu.shape), return_inverse=True)
+        g = optimal_g(sizes, sizes - extra, alpha)[inverse].reshape(nu.shape) if sizes.size else n_star
     return anytime_valid(estimate, std_error, n, nu, g, alpha)
