@@ -314,3 +314,40 @@ def test_instrument_column_equals_assignment_with_treated(simulate, design, seed
               .fit(cf.LinearModel).infer_effect(condition_on=CONDITIONS))
     assert set(a.index.get_level_values("estimand")) == {"ITT", "LATE"}
     assert_same(b, a)
+
+
+# -- weights ---------------------------------------------------------------------------------------
+@SETTINGS
+@given(seed=seeds, factor=st.sampled_from([0.5, 0.9, 0.25]), cov_type=st.sampled_from(["HC0", "HC1"]))
+def test_propensities_scaled_by_a_constant_change_nothing(simulate, seed, factor, cov_type):
+    """Weights 1/p and 1/(c p) differ by a constant: WLS and its sandwich are invariant to it."""
+    sim = simulate("adaptive", seed)
+    base = table(sim.fit(cov_type).infer_effect(condition_on=CONDITIONS))
+    other = table(sim.fit(cov_type, df=sim.df.assign(p_arm=sim.df.p_arm * factor))
+                  .infer_effect(condition_on=CONDITIONS))
+    assert_same(other, base)
+
+
+@SETTINGS
+@given(seed=seeds, design=st.sampled_from(["adaptive", "ab", "multi_arm"]))
+def test_a_row_of_weight_w_equals_two_rows_of_weight_w_over_2_clustered_together(simulate, seed, design):
+    """Inverse-propensity weights are frequency weights: doubling every row and doubling its
+    propensity gives the same estimates; clustering the two copies gives CR0 = the original HC0
+    (each cluster's score is 2 (w/2) e x = w e x)."""
+    sim = simulate(design, seed)
+    # propensities below 1/2 so that doubling them stays inside (0, 1)
+    df = sim.df.assign(p_arm=sim.df.p_arm * 0.5 if "p_arm" in sim.df else 0.3, origin=np.arange(len(sim.df)))
+    design_kw = {**sim.design, "propensity": "p_arm"}
+    doubled = pd.concat([df, df], ignore_index=True)
+    doubled["p_arm"] *= 2
+
+    def effects(frame, cov_type, **extra):
+        return table(cf.ExperimentData(frame, **design_kw, **extra)
+                     .add_metric(y=sim.y, exogenous_covariates=sim.covariates)
+                     .fit(cf.LinearModel(cov_type=cov_type)).infer_effect(condition_on=CONDITIONS))
+
+    original = effects(df, "HC0")
+    copies = effects(doubled, "CR0", cluster_by="origin")
+    np.testing.assert_allclose(copies.estimate, original.estimate, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(copies.std_error, original.std_error, rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(copies.n, 2 * original.n)
