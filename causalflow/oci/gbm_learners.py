@@ -2,10 +2,10 @@
 
 Two registry entries use these (see :mod:`causalflow.oci.learners`):
 
-- ``"gbm_linear_tree"``: propensity by LightGBM classification trees (300 trees, learning
-  rate 0.05, 15 leaves, row and column subsampling 0.8); outcome by LightGBM trees with
+- ``"gbm_linear_tree"``: propensity by LightGBM classification trees (200 trees, learning
+  rate 0.08, 15 leaves, row and column subsampling 0.8); outcome by LightGBM trees with
   a linear model in every leaf (``linear_tree``, Shi, Li and Li 2019, "Gradient boosting
-  with piece-wise linear regression trees", IJCAI), 500 trees, learning rate 0.05,
+  with piece-wise linear regression trees", IJCAI), 300 trees, learning rate 0.08,
   15 leaves. Piece-wise linear trees fit the additive linear part of a response surface
   with few splits and the interactions / steps with the splits; on the ACIC 2016 data
   (benchmarks/acic/NOTES.md) they beat plain trees, ridge, additive splines and their
@@ -132,16 +132,16 @@ _COMMON = dict(subsample=0.8, subsample_freq=1, colsample_bytree=0.8, min_child_
 
 
 def gbm_classifier(seed: int, cache: FitCache | None = None) -> CachedFit:
-    """LightGBM propensity model (300 trees, rate 0.05, 15 leaves), cached."""
+    """LightGBM propensity model (200 trees, rate 0.08, 15 leaves), cached."""
     from lightgbm import LGBMClassifier
 
-    return CachedFit(LGBMClassifier(n_estimators=300, learning_rate=0.05, num_leaves=15,
+    return CachedFit(LGBMClassifier(n_estimators=200, learning_rate=0.08, num_leaves=15,
                                     random_state=seed, **_COMMON), cache)
 
 
 def gbm_linear_tree_regressor(seed: int, cache: FitCache | None = None) -> CachedFit:
-    """LightGBM with linear leaves (500 trees, rate 0.05, 15 leaves), cached."""
+    """LightGBM with linear leaves (300 trees, rate 0.08, 15 leaves), cached."""
     from lightgbm import LGBMRegressor
 
-    return CachedFit(LGBMRegressor(n_estimators=500, learning_rate=0.05, num_leaves=15,
+    return CachedFit(LGBMRegressor(n_estimators=300, learning_rate=0.08, num_leaves=15,
                                    linear_tree=True, random_state=seed, **_COMMON), cache)

@@ -12,6 +12,8 @@ Built in:
 - ``"regularised_linear"``: cross-validated L2 logistic (log-loss) / ridge (3 folds, 10 penalties).
 - ``"lightgbm"``: gradient-boosted trees (LightGBM, deterministic, 1 thread).
 - ``"hist_gbm"``: scikit-learn's histogram gradient boosting.
+- ``"gbm_linear_tree"``: LightGBM propensity and linear-leaf LightGBM outcome models with a
+  fit cache shared by loop iterations (:mod:`causalflow.oci.gbm_learners`).
 
 Examples
 --------
@@ -159,6 +161,17 @@ register_learner("linear", _linear_classifier, _linear_regressor)
 register_learner("regularised_linear", _ridge_classifier, _ridge_regressor)
 register_learner("lightgbm", _lgbm_classifier, _lgbm_regressor, flexible=True)
 register_learner("hist_gbm", _hgb_classifier, _hgb_regressor, flexible=True)
+
+
+def _register_gbm_linear_tree() -> None:
+    # LightGBM propensity + linear-leaf LightGBM outcome, fits cached across loop iterations
+    # (causalflow.oci.gbm_learners; chosen on ACIC 2016, benchmarks/acic/NOTES.md)
+    from .gbm_learners import gbm_classifier, gbm_linear_tree_regressor
+
+    register_learner("gbm_linear_tree", gbm_classifier, gbm_linear_tree_regressor, flexible=True)
+
+
+_register_gbm_linear_tree()
 
 #: the learner the rule Critic proposes when a linear learner leaves imbalance behind
 FLEXIBLE_LEARNERS = ("lightgbm",)
