@@ -9,10 +9,14 @@ One grammar::
                  .infer_effect(condition_on=["pre_sales > 10"]))
 """
 
+from . import oci
+from .checks import simulate_aa
 from .data import Design, ExperimentData
 from .effects import Effects
 from .errors import DesignWarning, ValidationError
 from .models.linear import LinearModel, LinearModelResults
+from .monitor import Monitoring, monitor
+from .planning import mde, power, sample_size
 
 __version__ = "0.1.0"
 
@@ -23,6 +27,13 @@ __all__ = [
     "ExperimentData",
     "LinearModel",
     "LinearModelResults",
+    "Monitoring",
     "ValidationError",
     "__version__",
+    "mde",
+    "monitor",
+    "oci",
+    "power",
+    "sample_size",
+    "simulate_aa",
 ]
