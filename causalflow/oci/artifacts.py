@@ -89,7 +89,14 @@ def _dumps(value) -> str:
 
 
 def read_run(folder: str | os.PathLike) -> dict:
-    """The ``run.json`` index of a run folder."""
+    """The ``run.json`` index of a run folder.
+
+    >>> import tempfile
+    >>> read_run(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    causalflow.errors.ValidationError: run folder: '...run.json' does not exist
+    """
     from ..errors import ValidationError
 
     path = Path(folder) / "run.json"
@@ -158,7 +165,11 @@ def plot_love(it: Iteration) -> bytes:
 
 
 def forest_plot(labels, estimates, ses, title, xlabel="effect") -> bytes:
-    """PNG bytes of estimates with 95% intervals (one row per label) and a line at 0."""
+    """PNG bytes of estimates with 95% intervals (one row per label) and a line at 0.
+
+    >>> forest_plot(["ATE", "ATO"], [1.0, 0.8], [0.2, 0.1], "Estimates")[:4]
+    b'\x89PNG'
+    """
     fig, ax = _figure(6.0, max(2.0, 0.45 * len(labels) + 1.0))
     y = np.arange(len(labels))
     est, se = np.asarray(estimates, float), np.asarray(ses, float)

@@ -42,7 +42,11 @@ PROPOSAL_KINDS = ("add_estimand", "trim", "add_covariates", "flexible_learner", 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The grade of one estimand, with the reasons (one per check that did not pass)."""
+    """The grade of one estimand, with the reasons (one per check that did not pass).
+
+    >>> Verdict("ATE", "fully_satisfactory").to_dict()
+    {'estimand': 'ATE', 'verdict': 'fully_satisfactory', 'reasons': []}
+    """
 
     estimand: str
     verdict: VerdictName
@@ -57,6 +61,9 @@ class Proposal:
     """A concrete spec change with the reason for it.
 
     ``change`` is a JSON object for :func:`causalflow.oci.spec.apply_change`.
+
+    >>> Proposal("trim", {"trimming": "crump"}, "poor overlap").to_dict()["change"]
+    {'trimming': 'crump'}
     """
 
     kind: ProposalKind
@@ -74,6 +81,10 @@ class Critique:
 
     ``source`` is ``"rules"`` or ``"llm"``; ``note`` says why an LLM answer was set
     aside, when it was.
+
+    >>> c = Critique((Verdict("ATE", "fully_satisfactory"), Verdict("ATO", "not_satisfactory")), ())
+    >>> c.all_fully_satisfactory, c.verdict("ATO")
+    (False, 'not_satisfactory')
     """
 
     verdicts: tuple

@@ -57,6 +57,13 @@ class EstimateKernel:
     mu1, mu0 : float
         Potential-outcome means of the estimand's population (``mu1 - mu0 = estimate``).
     n : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> k = EstimateKernel(2.0, 0.5, np.zeros(3), 3.0, 1.0, 3)
+    >>> k.z, [round(v, 4) for v in k.interval()]
+    (4.0, [1.02, 2.98])
     """
 
     estimate: float
@@ -77,7 +84,7 @@ class EstimateKernel:
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
         q = stats.norm.ppf(0.5 + level / 2)
-        return self.estimate - q * self.std_error, self.estimate + q * self.std_error
+        return float(self.estimate - q * self.std_error), float(self.estimate + q * self.std_error)
 
 
 def _finish(tau: float, influence: np.ndarray, mu1: float, mu0: float) -> EstimateKernel:
@@ -144,7 +151,13 @@ _KERNELS = {"ATE": aipw_ate, "ATT": aipw_att, "ATO": overlap_ato}
 
 
 def estimate(estimand: Estimand, y, t, e, m0, m1) -> EstimateKernel:
-    """Dispatch to :func:`aipw_ate`, :func:`aipw_att` or :func:`overlap_ato`."""
+    """Dispatch to :func:`aipw_ate`, :func:`aipw_att` or :func:`overlap_ato`.
+
+    >>> import numpy as np
+    >>> estimate("ATT", np.array([1.0, 3.0]), np.array([0.0, 1.0]), np.full(2, 0.5),
+    ...          np.zeros(2), np.zeros(2)).estimate
+    2.0
+    """
     return _KERNELS[estimand](y, t, e, m0, m1)
 
 
@@ -199,6 +212,13 @@ def make_folds(t, n_folds: int, seed: int) -> np.ndarray:
     """Fold id (n,) per unit: stratified by treatment, shuffled with ``seed``.
 
     Uses scikit-learn's ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> folds = make_folds(np.array([0, 0, 1, 1, 0, 1]), 3, seed=0)
+    >>> sorted(np.bincount(folds).tolist())
+    [2, 2, 2]
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -234,6 +254,16 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     For each fold k the propensity model is fitted on the other folds and predicts
     fold k; each outcome model is fitted per arm (T = 1 and T = 0 separately) on the
     other folds. Factories are called with ``seed`` to make fresh estimators.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from causalflow.oci.learners import get_learner
+    >>> rng = np.random.default_rng(0); X = rng.normal(size=(40, 1)); t = np.tile([0.0, 1.0], 20)
+    >>> lin = get_learner("linear")
+    >>> fit = cross_fit(X, t, {"y": 2 * X[:, 0] + t}, make_folds(t, 2, 0), lin.classifier, lin.regressor, 0)
+    >>> bool(np.allclose(fit.m1["y"] - fit.m0["y"], 1.0))
+    True
     """
     n = len(t)
     e = np.empty(n)
