@@ -132,9 +132,8 @@ def _target_means(covariates, table: pd.DataFrame) -> np.ndarray:
 
 def _project_to_table(effects, table):
     from .data import _to_pandas
-    from .effects import Effects
     model = effects.model
-    if not hasattr(model, "_contrast_cov"):
+    if not hasattr(model, "_effects_at"):
         raise ValidationError("target: projection onto a table needs effects from a fitted LinearModel")
     try:
         frame = _to_pandas(table)
@@ -142,33 +141,6 @@ def _project_to_table(effects, table):
         raise ValidationError(f"target: expected a pandas, polars or pyarrow table ({exc})") from None
     if len(frame) == 0:
         raise ValidationError("target: the table has no rows")
-    covariates = model.spec.covariates
-    xbar = _target_means(covariates, frame)
-    J, q, p = model._source.n_arms, covariates.q, len(model.names)
-    requests, meta = [], []
-    for gi, g in enumerate(model._groups):
-        D = np.zeros((J, p))
-        for j in range(J):
-            D[j, 1 + j] = 1.0
-            D[j, 1 + J + q + j * q:1 + J + q + (j + 1) * q] = xbar - g.mu
-        for kind in model.fit_kinds:
-            requests.append((gi, kind, D))
-            meta.append((g, kind))
-    cov, layout = model._contrast_cov(requests)
+    xbar = _target_means(model.spec.covariates, frame)
     label = f"target table ({len(frame)} rows)"
-    records, index = [], []
-    for (gi, kind, D), (g, _), (s, m, K) in zip(requests, meta, layout):
-        est = D @ g.fits[kind].coef
-        for j in range(J):
-            for pos, k in enumerate(g.metrics):
-                records.append(dict(metric=model.metrics[k], arm=model.spec.data.arms[j + 1],
-                                    condition=label, estimand=model._estimand(kind, True),
-                                    estimate=float(est[j, pos]), n=g.n, dof=model._dof(g),
-                                    n_clusters=g.n_clusters, _sort=(k, j, kind)))
-                index.append(s + j * K + pos)
-    order = sorted(range(len(records)), key=lambda i: records[i]["_sort"])
-    index = np.asarray(index)[order]
-    records = [records[i] for i in order]
-    for r in records:
-        del r["_sort"]
-    return Effects._from_fit(records, cov[np.ix_(index, index)], effects.alpha, model, [label])
+    return model._effects_at([(label, True, lambda g: (xbar - g.mu, g.n))], effects.alpha, [label])

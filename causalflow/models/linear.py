@@ -359,55 +359,68 @@ class LinearModelResults:
         conditions = self._parse_conditions(condition_on)
         J = self._source.n_arms
         q = self.spec.covariates.q
-        p = len(self.names)
-        data = self.spec.data
-        requests, meta = [], []
         originals = self.spec.covariates.original() if conditions[0] is not None else None
+
+        def at(cond):
+            if cond is None:
+                return lambda g: (np.zeros(q), g.n)
+
+            def subgroup(g):
+                mask = cond.evaluate(originals)
+                if g.member is not None:
+                    mask &= g.member
+                size = int(mask.sum())
+                if size == 0:
+                    raise ValidationError(f"condition_on {cond.text!r}: selects no rows"
+                                          + ("" if g.member is None else " with this metric observed"))
+                return self.spec.covariates.means(np.flatnonzero(mask), self._source.weights) - g.mu, size
+            return subgroup
+
+        points = [("all" if c is None else c.text, c is not None, at(c)) for c in conditions]
+        return self._effects_at(points, alpha, [None if c is None else c.text for c in conditions])
+
+    def _effects_at(self, points: list, alpha: float, conditions: list):
+        """Effects of every arm x metric at covariate points.
+
+        ``points`` holds (label, conditional, locate) with ``locate(group) -> (xbar, n)``: the
+        centred covariate means that define the delta vectors of that metric group, and the
+        number of rows the effect describes.
+        """
+        from ..effects import Effects
+        J, q, p = self._source.n_arms, self.spec.covariates.q, len(self.names)
+        requests, sizes = [], []
         for gi, g in enumerate(self._groups):
-            rows_in = np.ones(self._source.n, bool) if g.member is None else g.member
-            deltas, sizes = [], []
-            for cond in conditions:
-                if cond is None:
-                    xbar, size = np.zeros(q), g.n
-                else:
-                    mask = cond.evaluate(originals) & rows_in
-                    size = int(mask.sum())
-                    if size == 0:
-                        raise ValidationError(f"condition_on {cond.text!r}: selects no rows"
-                                              + ("" if g.member is None else " with this metric observed"))
-                    xbar = self.spec.covariates.means(np.flatnonzero(mask), self._source.weights) - g.mu
+            deltas, group_sizes = [], []
+            for _, _, locate in points:
+                xbar, size = locate(g)
                 for j in range(1, J + 1):
                     d = np.zeros(p)
                     d[j] = 1.0
                     d[1 + J + q + (j - 1) * q:1 + J + q + j * q] = xbar
                     deltas.append(d)
-                    sizes.append(size)
-            D = np.array(deltas)
+                    group_sizes.append(size)
             for kind in self.fit_kinds:
-                requests.append((gi, kind, D))
-                meta.append((g, kind, sizes))
+                requests.append((gi, kind, np.array(deltas)))
+                sizes.append(group_sizes)
         cov, layout = self._contrast_cov(requests)
-        rows, index = [], []
-        for (gi, kind, D), (g, _, sizes), (s, m, K) in zip(requests, meta, layout):
+        records, index, keys = [], [], []
+        for (gi, kind, D), group_sizes, (s, _, K) in zip(requests, sizes, layout):
+            g = self._groups[gi]
             estimates = D @ g.fits[kind].coef  # (m, K)
-            for c_i, cond in enumerate(conditions):
+            for c_i, (label, conditional, _) in enumerate(points):
                 for j in range(J):
                     row = c_i * J + j
                     for pos, k in enumerate(g.metrics):
-                        label = self._estimand(kind, cond is not None)
-                        rows.append(dict(metric=self.metrics[k], arm=data.arms[j + 1],
-                                         condition="all" if cond is None else cond.text,
-                                         estimand=label, estimate=float(estimates[row, pos]),
-                                         n=sizes[row], dof=self._dof(g),
-                                         n_clusters=g.n_clusters, _sort=(k, j, c_i, kind)))
+                        records.append(dict(metric=self.metrics[k], arm=self.spec.data.arms[j + 1],
+                                            condition=label, estimand=self._estimand(kind, conditional),
+                                            estimate=float(estimates[row, pos]), n=group_sizes[row],
+                                            dof=self._dof(g), n_clusters=g.n_clusters))
+                        keys.append((k, j, c_i, kind))
                         index.append(s + row * K + pos)
-        order = sorted(range(len(rows)), key=lambda i: rows[i]["_sort"])
+        order = sorted(range(len(records)), key=keys.__getitem__)
         index = np.asarray(index)[order]
-        records = [rows[i] for i in order]
-        for r in records:
-            del r["_sort"]
-        return Effects._from_fit(records, cov[np.ix_(index, index)], alpha, self,
-                                 [None if c is None else c.text for c in conditions])
+        return Effects._from_fit([records[i] for i in order], cov[np.ix_(index, index)], alpha, self,
+                                 conditions)
 
     def _estimand(self, kind: str, conditional: bool) -> str:
         if kind == "iv":
