@@ -247,9 +247,16 @@ class ExperimentData:
     def _read_treated(self, df: pd.DataFrame, name: str) -> None:
         treated = _column(df, name, "treated")
         if self.n_arms == 1:
-            if not (_is_numeric(treated) or pd.api.types.is_bool_dtype(treated)):
-                raise ValidationError(f"treated: column {name!r} must be numeric in [0, 1] for a two-arm design")
-            dose = treated.to_numpy(dtype=float)
+            numeric = _is_numeric(treated) or pd.api.types.is_bool_dtype(treated)
+            dose = treated.to_numpy(dtype=float) if numeric else None
+            if dose is None or dose.min() < 0 or dose.max() > 1:
+                # the arm labels of the assignment, e.g. "control" / "treatment" or 1 / 2
+                codes = _arm_codes(treated, self.arms)
+                if not numeric and (codes < 0).any():
+                    raise ValidationError(f"treated: column {name!r} must be numeric in [0, 1] or hold the "
+                                          f"arm labels {list(self.arms)} of {self.intent_to_treat!r}")
+                if (codes >= 0).all():
+                    dose = codes.astype(float)
             if dose.min() < 0 or dose.max() > 1:
                 raise ValidationError(f"treated: column {name!r} has values outside [0, 1] "
                                       f"(min {dose.min():g}, max {dose.max():g})")

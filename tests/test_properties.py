@@ -351,3 +351,16 @@ def test_a_row_of_weight_w_equals_two_rows_of_weight_w_over_2_clustered_together
     np.testing.assert_allclose(copies.estimate, original.estimate, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(copies.std_error, original.std_error, rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(copies.n, 2 * original.n)
+
+
+@SETTINGS
+@given(seed=seeds, labels=st.sampled_from([("control", "treatment"), (1, 2), (False, True), ("a", "b")]))
+def test_treated_given_as_arm_labels_equals_0_1_coding(simulate, seed, labels):
+    """A two-arm encouragement design whose assignment and received treatment are both written
+    as the arm labels is the same fit as with 0/1 coding."""
+    sim = simulate("encouragement", seed)
+    mapping = dict(zip((0, 1), labels))
+    relabelled = sim.df.assign(encouraged=sim.df.encouraged.map(mapping), took=sim.df.took.map(mapping))
+    base = table(sim.fit().infer_effect(condition_on=CONDITIONS)).rename(index={"1": str(labels[1])}, level="arm")
+    other = table(sim.fit(df=relabelled, control=labels[0]).infer_effect(condition_on=CONDITIONS))
+    assert_same(other, base)
