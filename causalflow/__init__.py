@@ -16,7 +16,7 @@ from .effects import Effects
 from .errors import DesignWarning, ValidationError
 from .models.linear import LinearModel, LinearModelResults
 from .monitor import Monitoring, monitor
-from .planning import mde, power, sample_size
+from .planning import PowerAnalysis, mde, planning_inputs, power, sample_size
 
 __version__ = "0.1.0"
 
@@ -28,11 +28,13 @@ __all__ = [
     "LinearModel",
     "LinearModelResults",
     "Monitoring",
+    "PowerAnalysis",
     "ValidationError",
     "__version__",
     "mde",
     "monitor",
     "oci",
+    "planning_inputs",
     "power",
     "sample_size",
     "simulate_aa",
