@@ -134,8 +134,8 @@ class ExperimentData:
     intent_to_treat : str
         Column with the randomized assignment: 0/1, booleans, or arm labels.
     treated : str, optional
-        Treatment actually received. Binary designs: numbers in [0, 1]; multi-arm: arm
-        labels. Default: equal to ``intent_to_treat`` (full compliance).
+        Treatment actually received. Binary designs: numbers in [0, 1] (a share of the
+        treatment), or the arm labels of ``intent_to_treat``; multi-arm: arm labels. Default: equal to ``intent_to_treat`` (full compliance).
     propensity : str, float or mapping, optional
         A column name: the probability that each unit was assigned the arm it got
         (adaptive designs); rows are weighted by 1 / propensity. A number (two arms):
