@@ -68,10 +68,17 @@ def _show(argv: list[str]) -> int:
     return 0
 
 
+def _eval_acic(argv: list[str]) -> int:
+    from .acic import cli_main
+
+    return cli_main(argv)
+
+
 #: sub-command -> (function(argv) -> exit code, help)
 COMMANDS = {
     "run": (_run, "run the loop on a plan file: causalflow oci run PLAN --out DIR"),
     "show": (_show, "summarise a run folder: causalflow oci show DIR"),
+    "eval-acic": (_eval_acic, "score the loop on ACIC 2016: causalflow oci eval-acic --data DIR --out DIR"),
 }
 
 
