@@ -24,6 +24,9 @@ Status = Literal["pass", "warn", "fail", "skipped"]
 class Thresholds:
     """The numbers the checks compare against (defaults documented in docs/oci.md).
 
+    >>> Thresholds(smd_fail=0.25).smd_fail
+    0.25
+
     Attributes
     ----------
     smd_fail : float
@@ -56,6 +59,19 @@ class Thresholds:
     placebo_alpha: float = 0.05
     e_value_warn: float = 1.25
     min_arm: int = 20
+
+    def __post_init__(self) -> None:
+        from ..errors import ValidationError
+
+        lo, hi = self.overlap_bounds
+        if not 0 < lo < hi < 1:
+            raise ValidationError(f"Thresholds.overlap_bounds: need 0 < low < high < 1, got {self.overlap_bounds}")
+        for name in ("smd_warn", "smd_fail", "overlap_warn", "overlap_fail", "ess_fail", "ess_warn",
+                     "placebo_alpha"):
+            if not getattr(self, name) > 0:
+                raise ValidationError(f"Thresholds.{name}: must be positive")
+        if self.smd_warn > self.smd_fail or self.overlap_warn > self.overlap_fail or self.ess_fail > self.ess_warn:
+            raise ValidationError("Thresholds: a warning threshold lies beyond its failure threshold")
 
 
 # ---------------------------------------------------------------------------- kernels

@@ -133,3 +133,17 @@ def test_spec_validation_and_changes():
         Spec.from_dict({**spec.to_dict(), "propensity_learner": "os.system"}, plan)
     assert Spec.from_dict(spec.to_dict(), plan) == spec
     assert apply_change(spec, {"notes": ["n"]}).key() == spec.key()
+
+
+def test_thresholds_are_validated_and_used():
+    from causalflow.oci import Thresholds
+
+    with pytest.raises(ValidationError, match="Thresholds.overlap_bounds"):
+        Thresholds(overlap_bounds=(0.9, 0.1))
+    with pytest.raises(ValidationError, match="warning threshold"):
+        Thresholds(smd_warn=0.3)
+    df, _ = good_overlap(n=400)
+    plan = _plan(df, estimands=["ATE"])
+    strict = run(plan, actor=RuleActor(n_folds=2), max_iterations=1,
+                 thresholds=Thresholds(overlap_bounds=(0.45, 0.55), overlap_warn=0.01, overlap_fail=0.02))
+    assert strict.final.verdicts["ATE"] == "not_satisfactory"  # almost every unit is "outside"
