@@ -150,7 +150,7 @@ class MetricSpec:
         >>> model = cf.ExperimentData(df, intent_to_treat="t").add_metric(
         ...     y="y", exogenous_covariates=["x"]).fit(cf.LinearModel)
         >>> round(float(model.infer_effect().to_frame().estimate[0]), 2)
-        0.43
+        0.54
         """
         if isinstance(estimator, type):
             estimator = estimator(**options)
