@@ -353,11 +353,9 @@ class LinearModelResults:
         -------
         Effects
         """
-        from ..effects import Effects
         if not 0 < alpha < 1:
             raise ValidationError(f"alpha: {alpha!r} is outside (0, 1)")
         conditions = self._parse_conditions(condition_on)
-        J = self._source.n_arms
         q = self.spec.covariates.q
         originals = self.spec.covariates.original() if conditions[0] is not None else None
 
