@@ -116,9 +116,9 @@ class LLMActor:
             mapping = parse_json_object(answer)
             mapping.setdefault("seed", plan.seed)
             return ActorStep(Spec.from_dict(mapping, plan=plan), "llm")
-        except ValidationError as exc:
+        except (ValidationError, TypeError) as exc:  # a TypeError is a malformed answer too
             if self.on_invalid == "raise":
-                raise
+                raise ValidationError(f"LLM answer rejected: {exc}") from None
             step = self.fallback.propose(plan, previous, critique)
             return ActorStep(step.spec, "rules", f"LLM answer rejected: {exc}")
 
@@ -176,9 +176,9 @@ class LLMCritic:
         try:
             answer = self.client.complete(_CRITIC_SYSTEM, json.dumps(message, default=str))
             return _check_critique(parse_json_object(answer), plan, result.spec)
-        except ValidationError as exc:
+        except (ValidationError, TypeError) as exc:
             if self.on_invalid == "raise":
-                raise
+                raise ValidationError(f"LLM answer rejected: {exc}") from None
             critique = self.fallback.review(plan, result)
             return Critique(critique.verdicts, critique.proposals, "rules", f"LLM answer rejected: {exc}")
 
