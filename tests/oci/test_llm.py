@@ -4,6 +4,8 @@ malformed ones are rejected and never executed."""
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oci_sims import good_overlap, omitted_confounder
 
 from causalflow.errors import ValidationError
@@ -131,3 +133,24 @@ def test_parse_json_object_limits():
         parse_json_object("x" * 200_000)
     with pytest.raises(ValidationError):
         parse_json_object(None)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=3),
+                     max_leaves=8)
+_spec_like = st.fixed_dictionaries({}, optional={
+    "estimands": _json | st.just(["ATE"]), "covariates": _json | st.just(["x", "u"]),
+    "priorities": _json, "trimming": _json, "n_folds": _json, "propensity_learner": _json,
+    "outcome_learner": _json, "final_stage": _json, "seed": _json, "notes": _json})
+
+
+@settings(max_examples=150, deadline=None)
+@given(answer=_spec_like | _json)
+def test_arbitrary_json_answers_never_escape_validation(answer):
+    plan = Plan(data="unused.csv", treatment="t", outcome="y", confounders={"high": ["x"], "low": ["u"]},
+                placebo_outcomes=["z"])
+    step = LLMActor(ScriptedClient([json.dumps(answer)])).propose(plan, None, None)
+    assert set(step.spec.covariates) <= {"x", "u"}
+    assert set(step.spec.estimands) <= {"ATE", "ATT", "ATO"}
+    assert step.source == "llm" or step.note.startswith("LLM answer rejected")
