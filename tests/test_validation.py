@@ -552,3 +552,69 @@ def test_design_record_matches_the_data(simulate, design):
     text = str(record)
     assert all(kind in text for kind in FLAGS[design]) and f"{len(sim.df):,}" in text
     assert record._repr_html_().startswith("<pre>")
+
+
+# -- fuzz: any table and any roles either work or raise ValidationError ---------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALUES = {
+    "int01": st.integers(0, 1),
+    "int012": st.integers(0, 2),
+    "float": st.floats(-5, 5, allow_nan=False),
+    "float_nan": st.one_of(st.floats(-5, 5, allow_nan=False), st.just(float("nan"))),
+    "float_inf": st.sampled_from([0.0, 1.0, 2.5, float("inf")]),
+    "prob": st.floats(0.0, 1.0),
+    "text": st.sampled_from(["a", "b", "control"]),
+    "text_none": st.sampled_from(["a", "b", None]),
+    "bool": st.booleans(),
+    "const": st.just(1.0),
+}
+
+
+@st.composite
+def random_experiment(draw):
+    """Mostly plausible experiments (so that many reach the fit) with random flaws."""
+    n = draw(st.integers(4, 30))
+    kinds = draw(st.lists(st.sampled_from(sorted(_VALUES)), min_size=2, max_size=5))
+    columns = {f"c{i}_{kind}": draw(st.lists(_VALUES[kind], min_size=n, max_size=n))
+               for i, kind in enumerate(kinds)}
+    arm_kind = draw(st.sampled_from(["int01", "int012", "text", "bool"]))
+    arms = {"int01": [0, 1], "int012": [0, 1, 2], "text": ["control", "a", "b"], "bool": [False, True]}[arm_kind]
+    assign = [arms[i % len(arms)] for i in range(n)]
+    if draw(st.booleans()):
+        assign = draw(st.permutations(assign))
+    columns["arm"] = assign
+    columns["y"] = draw(st.lists(_VALUES["float_nan"] if draw(st.booleans()) else _VALUES["float"],
+                                 min_size=n, max_size=n))
+    names = list(columns)
+    pick = st.sampled_from(names)
+    rarely = st.one_of(st.none(), st.none(), st.none(), pick)
+    roles = {"intent_to_treat": "arm" if draw(st.integers(0, 9)) else draw(pick),
+             "treated": draw(rarely), "propensity": draw(rarely), "instrument": draw(rarely),
+             "cluster_by": draw(rarely), "control": draw(st.sampled_from([None, None, None, 0, "control"]))}
+    y = ["y"] + draw(st.lists(pick, max_size=1))
+    covariates = draw(st.lists(pick, max_size=2, unique=True))
+    cov_type = draw(st.sampled_from([None, "HC0", "CR1"]))
+    condition = draw(st.sampled_from([None, f"{names[0]} > 0", f"{names[0]} in ['a', 1]"]))
+    return pd.DataFrame(columns), roles, list(dict.fromkeys(y)), covariates, cov_type, condition
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(case=random_experiment())
+def test_any_input_works_or_raises_validation_error(case):
+    import warnings
+
+    df, roles, y, covariates, cov_type, condition = case
+    before = df.copy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cf.DesignWarning)
+            data = cf.ExperimentData(df, **roles)
+            model = data.add_metric(y=y, exogenous_covariates=covariates).fit(cf.LinearModel(cov_type=cov_type))
+            frame = model.infer_effect(condition_on=condition).to_frame()
+        assert len(frame) > 0
+    except cf.ValidationError as exc:
+        assert str(exc)
+    pd.testing.assert_frame_equal(df, before)
