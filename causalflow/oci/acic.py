@@ -213,7 +213,7 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
         iterations.append({"index": it.index, "trimming": it.spec.trimming,
                            "alpha": it.result.alpha, "outcome_learner": it.spec.outcome_learner,
                            "proposals": [p.kind for p in it.critique.proposals],
-                           "table": json.loads(it.to_frame().to_json(orient="records"))})
+                           "table": json.loads(it.to_frame().to_json(orient="records", double_precision=15))})
     scored = {}
     for estimand in ("ATT", "ATE"):
         chosen = None
@@ -363,8 +363,8 @@ def summarise(out: str | os.PathLike, data: str | os.PathLike | None = None, *,
     n_it = res[res.estimand == "ATT"].n_iterations.value_counts().sort_index()
     cpu = res[res.estimand == "ATT"].cpu_seconds
     summary = {"n_datasets": len(records),
-               "overall": json.loads(overall.to_json(orient="records")),
-               "verdicts": json.loads(verdicts.to_json(orient="records")),
+               "overall": json.loads(overall.to_json(orient="records", double_precision=15)),
+               "verdicts": json.loads(verdicts.to_json(orient="records", double_precision=15)),
                "iterations": {int(k): int(v) for k, v in n_it.items()},
                "cpu_seconds_per_dataset": float(cpu.mean()), "cpu_seconds_total": float(cpu.sum()),
                "wall_seconds": wall_seconds}
