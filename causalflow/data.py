@@ -285,7 +285,11 @@ class ExperimentData:
             if values.min() <= 0 or values.max() >= 1:
                 raise ValidationError(f"propensity: column {propensity!r} has values outside (0, 1) "
                                       f"(min {values.min():g}, max {values.max():g})")
-            self.weights = 1.0 / values
+            with np.errstate(over="ignore"):
+                self.weights = 1.0 / values
+            if not np.isfinite(self.weights).all():
+                raise ValidationError(f"propensity: column {propensity!r} has values so close to 0 "
+                                      f"(min {values.min():g}) that the weights 1/propensity overflow")
             return
         if isinstance(propensity, Mapping):
             shares = {a: float(propensity[a]) for a in propensity}

@@ -147,6 +147,11 @@ def test_propensity_number_outside_open_unit_interval(df, value):
     expect_error(lambda: E(df, propensity=value), "propensity", "outside (0, 1)")
 
 
+def test_propensity_so_small_that_weights_overflow(df):
+    bad = df.assign(p_arm=df.p_arm.where(df.index != 4, 5e-324))
+    expect_error(lambda: E(bad, propensity="p_arm"), "propensity", "'p_arm'", "overflow")
+
+
 def test_propensity_column_not_numeric(df):
     expect_error(lambda: E(df, propensity="seg"), "propensity", "'seg'", "not numeric")
 
