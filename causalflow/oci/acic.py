@@ -49,6 +49,8 @@ __all__ = ["AcicData", "EstimandMetrics", "cli_main", "estimand_metrics", "evalu
 ESTIMAND_TRUTH = {"ATT": "satt", "ATE": "sate"}
 SETTING_COLUMNS = ("model.trt", "root.trt", "overlap.trt", "model.rsp", "alignment", "te.hetero")
 DEFAULT_LEARNER = "gbm_linear_tree"
+#: Hajek AIPW with the sample-ATT variance (causalflow.oci.sample_estimands)
+DEFAULT_FINAL_STAGE = "aipw_sample"
 
 
 # ------------------------------------------------------------------------------- data
@@ -180,8 +182,8 @@ def _result_path(out: Path, setting: int, replication: int) -> Path:
 def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: int,
                      out: str | os.PathLike, *, max_iterations: int = 3,
                      propensity_learner: str = DEFAULT_LEARNER, outcome_learner: str = DEFAULT_LEARNER,
-                     n_folds: int = 5, seed: int = 0, artifact_level: str | None = None,
-                     overwrite: bool = False) -> dict:
+                     n_folds: int = 5, seed: int = 0, final_stage: str = DEFAULT_FINAL_STAGE,
+                     artifact_level: str | None = None, overwrite: bool = False) -> dict:
     """Run the OCI loop on one data set and write ``out/datasets/sXX_rK.json`` (atomically).
 
     When that file exists (and not ``overwrite``) it is read back instead: this is what
@@ -204,7 +206,7 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
     plan = Plan(data=ds.frame, treatment="z", outcome="y", confounders={"high": cols},
                 estimands=["ATT", "ATE"], seed=seed, name=f"ACIC 2016 {ds.key}")
     actor = RuleActor(propensity_learner=propensity_learner, outcome_learner=outcome_learner,
-                      n_folds=n_folds)
+                      n_folds=n_folds, final_stage=final_stage)
     artifacts = None if artifact_level is None else out / "runs" / ds.key
     result = run(plan, max_iterations=max_iterations, artifacts=artifacts,
                  artifact_level=artifact_level or "minimal", actor=actor)
@@ -227,12 +229,29 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
                             "ci_lower": r.ci_lower, "ci_upper": r.ci_upper,
                             "verdict": it.verdicts[estimand], "population": r.population,
                             "final_estimate": final.estimate, "final_population": final.population}
+    # the same scored specs with the runner's plain AIPW / influence-function final stage, for
+    # comparison (the nuisance fits come from the learners' fit cache when they are cached)
+    alternative = {}
+    if final_stage != "aipw":
+        from dataclasses import replace
+
+        from .plan import prepare_data
+        from .runner import run_spec
+
+        analysis = prepare_data(plan)
+        for estimand, s in scored.items():
+            spec = replace(result.iterations[s["iteration"] - 1].spec, final_stage="aipw")
+            r = run_spec(analysis, spec).estimate(estimand)
+            alternative[estimand] = {"estimate": r.estimate, "std_error": r.std_error,
+                                     "ci_lower": r.ci_lower, "ci_upper": r.ci_upper}
     record = {"setting": setting, "replication": replication, "truth": ds.truth,
               "n_treated": int(ds.frame["z"].sum()), "stop_reason": result.stop_reason,
               "n_iterations": len(result.iterations), "scored": scored,
-              "baseline": _linear_baseline(ds.frame, cols), "iterations": iterations,
+              "baseline": _linear_baseline(ds.frame, cols), "aipw_if": alternative,
+              "iterations": iterations,
               "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - wall0,
-              "learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed}
+              "learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed,
+              "final_stage": final_stage}
     atomic_write(path, json.dumps(record, indent=1, default=float))
     return record
 
@@ -380,7 +399,8 @@ def summarise(out: str | os.PathLike, data: str | os.PathLike | None = None, *,
         ("h1", "OCI loop on ACIC 2016"),
         ("p", f"{len(records)} data sets (of 231: 77 settings x 3 replications). Plan for every data set: "
               "treatment z, outcome y, all 58 covariates as high-priority confounders, estimands ATT and "
-              f"ATE, learners {records[0]['learners']}, {records[0]['n_folds']} cross-fitting folds, seed "
+              f"ATE, learners {records[0]['learners']}, final stage {records[0].get('final_stage', 'aipw')}, "
+              f"{records[0]['n_folds']} cross-fitting folds, seed "
               f"{records[0]['seed']}; the loop runs up to 3 iterations ({n_it_text}). Each estimand is "
               "scored with the last iteration that still targets the whole sample (a trimmed ATT / ATE "
               "is an effect on another population): ATT against SATT, ATE against SATE. " + timing + "."),
@@ -407,8 +427,8 @@ def summarise(out: str | os.PathLike, data: str | os.PathLike | None = None, *,
 def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: int = 2,
              max_iterations: int = 3, settings=None, replications=None,
              propensity_learner: str = DEFAULT_LEARNER, outcome_learner: str = DEFAULT_LEARNER,
-             n_folds: int = 5, seed: int = 0, artifact_level: str | None = None,
-             progress: bool = True) -> dict:
+             n_folds: int = 5, seed: int = 0, final_stage: str = DEFAULT_FINAL_STAGE,
+             artifact_level: str | None = None, progress: bool = True) -> dict:
     """Evaluate the loop on every data set (joblib, ``n_jobs`` processes, tqdm bar), then
     :func:`summarise`. Data sets whose result file exists are skipped (resumable)."""
     from joblib import Parallel, delayed
@@ -425,7 +445,8 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
     jobs = (delayed(evaluate_dataset)(os.fspath(root), s, k, out, max_iterations=max_iterations,
                                       propensity_learner=propensity_learner,
                                       outcome_learner=outcome_learner, n_folds=n_folds, seed=seed,
-                                      artifact_level=artifact_level) for s, k in todo)
+                                      final_stage=final_stage, artifact_level=artifact_level)
+            for s, k in todo)
     bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="ACIC data sets", unit="set",
                disable=not progress, file=sys.stderr)
     try:
@@ -450,6 +471,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--learner", default=DEFAULT_LEARNER, help="propensity and outcome learner name")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--final-stage", choices=["aipw_sample", "aipw", "weighted_linear"],
+                   default=DEFAULT_FINAL_STAGE)
     p.add_argument("--artifacts", choices=["none", "minimal", "standard"], default="none",
                    help="loop artifacts per data set under OUT/runs (default none: light)")
     p.add_argument("--no-progress", action="store_true")
@@ -457,6 +480,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     summary = evaluate(a.data, a.out, n_jobs=a.n_jobs, max_iterations=a.max_iterations,
                        settings=a.settings, replications=a.replications, propensity_learner=a.learner,
                        outcome_learner=a.learner, n_folds=a.folds, seed=a.seed,
+                       final_stage=a.final_stage,
                        artifact_level=None if a.artifacts == "none" else a.artifacts,
                        progress=not a.no_progress)
     print(pd.DataFrame(summary["overall"]).round(4).to_string(index=False))

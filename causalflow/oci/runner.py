@@ -260,6 +260,11 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             from . import final_stage
 
             kern = final_stage.weighted_linear_effect(frame.loc[rows, list(spec.covariates)], y[rows], tt, w)
+        elif spec.final_stage == "aipw_sample" and estimand != "ATO":
+            from .sample_estimands import sample_estimate
+
+            kern = sample_estimate(estimand, y[rows], tt, ee, fit.m0["__outcome__"][rows],
+                                   fit.m1["__outcome__"][rows])
         else:
             kern = est.estimate(estimand, y[rows], tt, ee, fit.m0["__outcome__"][rows],
                                 fit.m1["__outcome__"][rows])

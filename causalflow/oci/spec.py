@@ -19,8 +19,8 @@ from .plan import ESTIMANDS, PRIORITIES, Plan, check_fields
 
 __all__ = ["CHANGE_KEYS", "Spec", "apply_change"]
 
-FinalStage = Literal["aipw", "weighted_linear"]
-_FINAL_STAGES = ("aipw", "weighted_linear")
+FinalStage = Literal["aipw", "weighted_linear", "aipw_sample"]
+_FINAL_STAGES = ("aipw", "weighted_linear", "aipw_sample")
 _SPEC_KEYS = ("estimands", "covariates", "priorities", "propensity_learner", "outcome_learner",
               "n_folds", "trimming", "final_stage", "propensity_clip", "placebo_outcomes", "seed",
               "notes")
@@ -49,6 +49,8 @@ class Spec:
         alpha by Crump et al. (2009). ATO is never trimmed (its weights are bounded).
     final_stage : "aipw" or "weighted_linear"
         ``"weighted_linear"`` fits the grammar's weighted LinearModel for the final stage.
+        ``"aipw_sample"``: Hajek-normalised AIPW with the sample-ATT variance
+        (:mod:`causalflow.oci.sample_estimands`).
     propensity_clip : float
         Propensities are clipped to [clip, 1 - clip] before weighting.
     placebo_outcomes : tuple of str
