@@ -68,6 +68,9 @@ class Covariates:
                 values = series.to_numpy(dtype=float)
                 if not np.isfinite(values).all():
                     raise ValidationError(f"exogenous_covariates: column {name!r} has infinite values")
+                if np.abs(values).max() > 1e150:
+                    raise ValidationError(f"exogenous_covariates: column {name!r} has values beyond +-1e+150, "
+                                          "whose squares overflow float64; rescale it")
                 if np.ptp(values) == 0:
                     raise ValidationError(f"exogenous_covariates: column {name!r} is constant ({values[0]:g})")
                 numeric.append((name, values))

@@ -129,6 +129,13 @@ def test_nan_in_covariate(df, column):
                  "exogenous_covariates", repr(column), "missing")
 
 
+def test_covariate_or_metric_so_large_that_squares_overflow(df):
+    data = df.assign(x=df.x.where(df.index != 2, 1e200), y=df.y.where(df.index != 3, -1e160))
+    expect_error(lambda: E(data).add_metric(y="y2", exogenous_covariates=["x"]),
+                 "exogenous_covariates", "'x'", "overflow")
+    expect_error(lambda: E(data).add_metric(y="y"), "y:", "'y'", "overflow")
+
+
 def test_infinite_covariate(df):
     bad = df.assign(x=df.x.where(df.index != 2, np.inf))
     expect_error(lambda: E(bad).add_metric(y="y", exogenous_covariates=["x"]),
@@ -569,6 +576,7 @@ _VALUES = {
     "float": st.floats(-5, 5, allow_nan=False),
     "float_nan": st.one_of(st.floats(-5, 5, allow_nan=False), st.just(float("nan"))),
     "float_inf": st.sampled_from([0.0, 1.0, 2.5, float("inf")]),
+    "extreme": st.sampled_from([0.0, 5e-324, -1e-310, 3.0, 1e149, -1e300]),
     "prob": st.floats(0.0, 1.0),
     "text": st.sampled_from(["a", "b", "control"]),
     "text_none": st.sampled_from(["a", "b", None]),

@@ -13,6 +13,8 @@ from ..errors import ValidationError
 
 __all__ = ["MetricSpec"]
 
+_LARGEST = 1e150  # squares and cross-products of larger values overflow float64
+
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
@@ -58,6 +60,9 @@ class MetricSpec:
             values = series.to_numpy(dtype=float, na_value=np.nan)
             if np.isinf(values).any():
                 raise ValidationError(f"y: metric {name!r} has infinite values")
+            if np.nanmax(np.abs(values), initial=0.0) > _LARGEST:
+                raise ValidationError(f"y: metric {name!r} has values beyond +-{_LARGEST:g}, whose squares "
+                                      "overflow float64; rescale it")
             if np.isnan(values).all():
                 raise ValidationError(f"y: metric {name!r} has no non-missing values")
         if len(set(metrics)) != len(metrics):
@@ -188,7 +193,10 @@ def _dependent(gram: np.ndarray, names: list[str], only_if_singular: bool = Fals
     ``only_if_singular`` an empty list means full rank; otherwise every name is returned
     when no single direction stands out.
     """
-    scale = np.sqrt(np.diag(gram))
+    scale = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    zero = scale <= 1e-150  # nothing left after centring (or underflow): dependent by itself
+    if zero.any():
+        return [names[i] for i in np.flatnonzero(zero)]
     values, vectors = np.linalg.eigh(gram / np.outer(scale, scale))
     null = vectors[:, values <= len(names) * np.finfo(float).eps * 1e3 * values.max()]
     involved = np.flatnonzero(np.abs(null).max(axis=1) > 1e-6) if null.size else []
