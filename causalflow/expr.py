@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -238,7 +239,11 @@ def parse_condition(text: str, known_columns=None) -> Condition:
     if len(text) > _MAX_LENGTH:
         raise ValidationError(f"condition_on expression is longer than {_MAX_LENGTH} characters")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():
+            # e.g. an invalid escape such as '\d' warns in the parser: the same result whatever
+            # the caller's warning filters (the text is kept as written, as Python does)
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         problem = exc.msg
         if not exc.offset:  # Python's parser gives no column when the input ends too early

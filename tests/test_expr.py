@@ -116,6 +116,29 @@ def test_condition_matches_pandas_mask(frame, text):
     check(text, CASES[text](frame), frame)
 
 
+def test_parser_warnings_do_not_depend_on_the_callers_filters():
+    import warnings
+
+    columns = {"dev": np.array(["\\d", "web"], dtype=object)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # '\d' is an invalid escape: a parser warning
+        np.testing.assert_array_equal(parse_condition("dev == '\\d'").evaluate(columns), [True, False])
+        np.testing.assert_array_equal(parse_condition("dev == '\d'").evaluate(columns), [True, False])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(text=st.lists(st.sampled_from(list("ab s()[]'\"+-*/%<>=!.,:019_\n") + ["and ", "or ", "not ", " in ",
+                                                                              "**", "==", "lambda"]),
+                     max_size=25).map("".join))
+def test_any_text_parses_or_raises_validation_error(text):
+    columns = {"a": np.array([1.0, -2.0]), "s": np.array(["x", "y"], dtype=object)}
+    try:
+        mask = parse_condition(text).evaluate(columns)
+    except cf.ValidationError:
+        return
+    assert mask.dtype == bool and mask.shape == (2,)
+
+
 def test_constant_conditions_broadcast(frame):
     assert mask_of("True", frame).all()
     assert not mask_of("1 > 2", frame).any()
