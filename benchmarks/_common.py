@@ -78,7 +78,7 @@ class Measure:
     seconds of the process (all threads), steadier than wall time on a loaded machine.
     """
 
-    def __enter__(self) -> "Measure":
+    def __enter__(self):
         import gc
         gc.collect()
         release_free_memory()
@@ -121,7 +121,7 @@ def run_worker(argv: list[str], timeout: float, env: dict | None = None) -> dict
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+                              timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired as exc:
         return {"status": "timeout", "detail": f"no result within {timeout:.0f} s",
                 "elapsed_s": time.perf_counter() - t0,
@@ -151,20 +151,26 @@ def machine_info() -> dict:
         pass
     blas = []
     try:
-        from threadpoolctl import threadpool_info
         import numpy  # noqa: F401  (load numpy's BLAS so threadpoolctl sees it)
+        from threadpoolctl import threadpool_info
         blas = [f"{i['internal_api']} {i['version']} ({i['num_threads']} threads, "
                 f"{i.get('architecture', '?')}, {i['prefix']})" for i in threadpool_info()
                 if i["user_api"] == "blas"]
-    except Exception as exc:  # threadpoolctl missing: say so, do not fail the run
+    except ImportError as exc:  # threadpoolctl missing: say so, do not fail the run
         blas = [f"unknown ({exc})"]
     versions = {}
     for name in ("numpy", "scipy", "pandas", "causalflow", "linearmodels", "statsmodels", "pyfixest"):
         try:
             versions[name] = __import__(name).__version__
-        except Exception:
+        except (ImportError, AttributeError):
             versions[name] = None
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", here, "status", "--short", "--", "../causalflow"],
+                           capture_output=True, text=True, check=False).stdout.split("\n")
+    return {"commit": commit, "uncommitted_causalflow_files": [d[3:].replace("../", "") for d in dirty if d.strip()],
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "nproc": os.cpu_count(), "cpu": cpu, "blas": blas, "python": platform.python_version(),
             "versions": versions, "uptime": uptime}

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Measure, emit, limit_memory, machine_info, run_worker, thread_env  # noqa: E402
+from _common import Measure, emit, limit_memory, machine_info, run_worker, thread_env
 
 TASKS = ("avg", "segments", "iv")
 IMPLS = ("numpy", "causalflow", "linearmodels", "statsmodels", "pyfixest")
@@ -293,6 +293,24 @@ def _lin_frames(df, names, iv):
     return mu, Xc, treat, const, pd.DataFrame(inter)
 
 
+def _per_metric(task, df, names, mu, treat, coef_names, k_run, fit_one, t0):
+    """The loop of the one-outcome peers: fit each metric, then d'b and sqrt(d'Vd).
+
+    ``fit_one(y) -> (coef (p,), cov (p, p))`` in the order of ``coef_names``. Returns the
+    effects and the timing split into setup (design, delta vectors) and the metric loop.
+    """
+    D = _deltas(task, df, names, mu, coef_names, treat, lambda x: f"{treat}:{x}")
+    setup = time.perf_counter() - t0
+    out_est, out_se = [], []
+    t1 = time.perf_counter()
+    for y in names.y[:k_run]:
+        est, se = _contrast(D, *fit_one(y))
+        out_est.append(est)
+        out_se.append(se)
+    loop = time.perf_counter() - t1
+    return _stack_labels(task, out_est, out_se), {"setup_s": setup, "loop_s": loop}
+
+
 def run_linearmodels(df, names, task, k_run):
     import pandas as pd
     from linearmodels.iv import IV2SLS
@@ -307,23 +325,17 @@ def run_linearmodels(df, names, task, k_run):
         exog = pd.concat([const, df[["a"]], Xc, inter], axis=1)
         endog = instr = None
     clusters = df["g"]
-    D = None
-    setup = time.perf_counter() - t0
-    out_est, out_se = [], []
-    t1 = time.perf_counter()
-    for y in names.y[:k_run]:
+    coef_names = list(exog.columns) + ([] if endog is None else list(endog.columns))
+
+    def fit_one(y):
         res = IV2SLS(df[y], exog, endog, instr).fit(cov_type="clustered", clusters=clusters, debiased=True)
-        coef_names = list(res.params.index)
-        if D is None:
-            D = _deltas(task, df, names, mu, coef_names, treat, lambda x: f"{treat}:{x}")
-        est, se = _contrast(D, res.params.to_numpy(), res.cov.to_numpy())
-        out_est.append(est)
-        out_se.append(se)
-    loop = time.perf_counter() - t1
-    return _stack_labels(task, out_est, out_se), {"setup_s": setup, "loop_s": loop}
+        assert list(res.params.index) == coef_names
+        return res.params.to_numpy(), res.cov.to_numpy()
+    return _per_metric(task, df, names, mu, treat, coef_names, k_run, fit_one, t0)
 
 
 def run_statsmodels(df, names, task, k_run):
+    import pandas as pd
     import statsmodels.api as sm
     if task == "iv":
         raise NotImplementedError(
@@ -331,25 +343,15 @@ def run_statsmodels(df, names, task, k_run):
             "sandbox.regression.gmm.IV2SLS(...).get_robustcov_results('cluster') builds the "
             "scores from X instead of the projected X (SEs off by 7% in a quick run), so it is not timed")
     t0 = time.perf_counter()
-    iv = False
-    mu, Xc, treat, const, inter = _lin_frames(df, names, iv)
-    import pandas as pd
+    mu, Xc, treat, const, inter = _lin_frames(df, names, False)
     X = pd.concat([const, df[[treat]], Xc, inter], axis=1)
     groups = df["g"].to_numpy()
-    coef_names = list(X.columns)
-    D = _deltas(task, df, names, mu, coef_names, treat, lambda x: f"{treat}:{x}")
-    setup = time.perf_counter() - t0
-    out_est, out_se = [], []
-    t1 = time.perf_counter()
-    for y in names.y[:k_run]:
-        res = sm.OLS(df[y], X).fit(cov_type="cluster",
-                                   cov_kwds={"groups": groups, "use_correction": True,
-                                             "df_correction": True})
-        est, se = _contrast(D, np.asarray(res.params), np.asarray(res.cov_params()))
-        out_est.append(est)
-        out_se.append(se)
-    loop = time.perf_counter() - t1
-    return _stack_labels(task, out_est, out_se), {"setup_s": setup, "loop_s": loop}
+
+    def fit_one(y):
+        res = sm.OLS(df[y], X).fit(cov_type="cluster", cov_kwds={
+            "groups": groups, "use_correction": True, "df_correction": True})
+        return np.asarray(res.params), np.asarray(res.cov_params())
+    return _per_metric(task, df, names, mu, treat, list(X.columns), k_run, fit_one, t0)
 
 
 def run_pyfixest(df, names, task, k_run):
@@ -479,26 +481,29 @@ def markdown(results: dict, agreement: dict, args, info: dict) -> str:
     """One table per task: times, memory, their ratios, and the agreement check."""
     p = 2 + 2 * 10
     yard = args.n * p * 8
-    lines = [f"N = {args.n:,}, K = {args.k}, G = {args.clusters:,}, q = 10, p = {p}; "
-             f"float64 design matrix N*p*8 = {yard / 2**20:.0f} MiB. {info['date']}; "
-             f"{info['nproc']} cores ({info['cpu']}), {args.threads} BLAS thread(s) per run; "
-             f"load: `{info['uptime']}`.", ""]
+    head = (f"N = {args.n:,}, K = {args.k}, G = {args.clusters:,}, q = 10, p = {p}; "
+            f"float64 design matrix N*p*8 = {yard / 2**20:.0f} MiB. {info['date']}; "
+            f"{info['nproc']} cores ({info['cpu']}), {args.threads} BLAS thread(s) per run; "
+            f"load: `{info['uptime']}`; causalflow at commit {info.get('commit')}"
+            + (f" (uncommitted: {', '.join(info['uncommitted_causalflow_files'])})"
+               if info.get("uncommitted_causalflow_files") else "") + ".")
+    lines = [head, ""]
     for task, res in results.items():
         floor = res.get("numpy", {})
         peers = {i: r for i, r in res.items() if i in PEERS and _wall(r) is not None}
         fastest = min(peers, key=lambda i: _wall(peers[i])) if peers else None
-        lines += [f"**Task `{task}`** (fastest peer: {fastest or 'none'}; ratios are "
-                  "implementation / reference, so < 1 is better)", "",
-                  f"| implementation | metrics run | wall s (K={args.k}) | CPU s | wall vs floor "
+        title = (f"**Task `{task}`** (fastest peer: {fastest or 'none'}; ratios are "
+                 "implementation / reference, so < 1 is better)")
+        header = (f"| implementation | metrics run | wall s (K={args.k}) | CPU s | wall vs floor "
                   "| CPU vs floor | wall vs fastest peer | CPU vs fastest peer | peak extra MiB "
-                  "| mem vs floor | mem vs design matrix | agrees with floor: max est dev / SE, max SE rel dev |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| mem vs floor | mem vs design matrix | agrees with floor: max est dev / SE, max SE rel dev |")
+        lines += [title, "", header, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for impl in IMPLS:
             if impl not in res:
                 continue
             r = res[impl]
             if r.get("status") != "ok":
-                lines.append(f"| {impl} | - | **{r.get('status')}**: {r.get('detail', '')[:200]} "
+                lines.append(f"| {impl} | - | **{r.get('status')}**: {r.get('detail', '')[:320]} "
                              "| | | | | | | | | |")
                 continue
             extra = " (extrap.)" if r.get("extrapolated_seconds") else ""
@@ -561,8 +566,8 @@ def main(argv=None) -> int:
                       "--mem-gb", str(args.mem_gb), "--seed", str(args.seed)]
             r = run_worker(argv_w, args.timeout, env=thread_env(args.threads))
             results[task][impl] = r
-            msg = (f"{r['seconds']:.3f} s (all {['%.3f' % s for s in r['all_seconds']]}), "
-                   f"cpu {['%.3f' % s for s in r['all_cpu_seconds']]}"
+            msg = (f"{r['seconds']:.3f} s (all {[round(s, 3) for s in r['all_seconds']]}), "
+                   f"cpu {[round(s, 3) for s in r['all_cpu_seconds']]}"
                    + (f", extrapolated {r['extrapolated_seconds']:.1f} s" if r.get("extrapolated_seconds") else "")
                    + f", peak extra {r['peak_extra_bytes'] / 2**20:.0f} MiB"
                    if r.get("status") == "ok" else f"{r['status']}: {r.get('detail')} {r.get('stderr', '')[-600:]}")
