@@ -56,14 +56,17 @@ def _column(df: pd.DataFrame, name, argument: str) -> pd.Series:
 def _arm_codes(series: pd.Series, arms: tuple) -> np.ndarray:
     """Position of each value in ``arms``; -1 for a value that is not an arm.
 
-    A typed look-up first (fast); values it misses get an object look-up, where equal
-    values of different types match (1 and 1.0, 1 and True), as Python's ``==`` says.
+    The column is factorised (fast, also for arrow-backed text), and its few distinct values
+    are looked up: typed first, then as Python objects, so that equal values of different
+    types match (1 and 1.0, 1 and True), as Python's ``==`` says.
     """
-    values = series.to_numpy()
-    codes = pd.Index(list(arms)).get_indexer(values)
-    if (codes < 0).any():
-        codes = pd.Index(list(arms), dtype=object).get_indexer(pd.Index(values, dtype=object))
-    return codes
+    codes, uniques = pd.factorize(series)
+    lookup = pd.Index(list(arms)).get_indexer(uniques)
+    if (lookup < 0).any():
+        lookup = pd.Index(list(arms), dtype=object).get_indexer(pd.Index(uniques.tolist(), dtype=object))
+    out = lookup[codes]
+    out[codes < 0] = -1  # missing values (refused earlier by _column)
+    return out
 
 
 def _is_numeric(series: pd.Series) -> bool:
@@ -178,7 +181,7 @@ class ExperimentData:
             list(cluster_by) if cluster_by is not None else None)
 
         assign = _column(df, intent_to_treat, "intent_to_treat")
-        labels = pd.unique(assign.to_numpy())
+        labels = pd.factorize(assign)[1]  # fast also for arrow-backed text (no object array)
         if len(labels) < 2:
             raise ValidationError(f"intent_to_treat: column {intent_to_treat!r} has a single arm "
                                   f"({labels.tolist()[0]!r}); an experiment needs at least two")
