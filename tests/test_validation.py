@@ -363,6 +363,13 @@ def test_multi_arm_instrument_that_misses_an_arm(df):
                  "instrument", "'inst'", "'green'")
 
 
+def test_identifier_as_covariate_is_refused_before_any_allocation(df):
+    # one level per row: (1 + J)(1 + q) parameters exceed the rows; refused before forming q x q
+    data = df.assign(user=[f"u{i}" for i in range(N)])
+    expect_error(lambda: E(data).add_metric(y="y", exogenous_covariates=["x", "user"]),
+                 "exogenous_covariates", "parameters", "'user'", str(N))
+
+
 def test_covariate_listed_twice(df):
     expect_error(lambda: E(df).add_metric(y="y", exogenous_covariates=["x", "x"]),
                  "exogenous_covariates", "'x'", "twice")

@@ -69,6 +69,13 @@ class MetricSpec:
             raise ValidationError(f"y: a metric is listed twice in {metrics}")
         roles.update({m: "metric" for m in metrics})
         cov = Covariates.from_frame(df, _names(covariates, "exogenous_covariates"), roles)
+        n, p = len(data.arm_codes), (1 + data.n_arms) * (1 + cov.q)
+        if p >= n:
+            levels = sorted(((len(lv), name) for name, _, lv in cov.categorical), reverse=True)[:3]
+            raise ValidationError(
+                f"exogenous_covariates: {cov.q} design columns interacted with {data.n_arms + 1} arms give "
+                f"{p} parameters for {n} rows" + (" (levels: " + ", ".join(f"{name!r} {k}" for k, name in levels)
+                                                   + "; an identifier is not a covariate)" if levels else ""))
         spec = cls(data, tuple(metrics), cov)
         spec._check_covariates()
         return spec
@@ -81,8 +88,9 @@ class MetricSpec:
         n = len(self.data.arm_codes)
         mu = self.covariates.means(None, None)
         centred_gram = np.zeros((q, q))
-        for start in range(0, n, 1 << 16):
-            block = self.covariates.raw(slice(start, min(start + (1 << 16), n))) - mu
+        size = max(256, (1 << 21) // q)  # about 2**21 values per block
+        for start in range(0, n, size):
+            block = self.covariates.raw(slice(start, min(start + size, n))) - mu
             centred_gram += block.T @ block
         names = list(self.covariates.names)
         bad = _dependent(centred_gram, names, only_if_singular=True)
@@ -109,8 +117,9 @@ class MetricSpec:
         count = np.zeros(len(arms))
         sums = np.zeros((len(arms), q))
         cross = np.zeros((len(arms), q, q))
-        for start in range(0, n, 1 << 16):
-            rows = slice(start, min(start + (1 << 16), n))
+        size = max(256, (1 << 21) // q)
+        for start in range(0, n, size):
+            rows = slice(start, min(start + size, n))
             block, block_codes = self.covariates.raw(rows) - mu, codes[rows]
             for j in range(len(arms)):
                 part = block[block_codes == j]
