@@ -427,8 +427,7 @@ def worker(args) -> None:
     except MemoryError as exc:
         emit({**base, "status": "oom", "detail": f"MemoryError under a {args.mem_gb:g} GB cap: {exc}"})
         return
-    best = int(np.argmin(times))
-    seconds, cpu = times[best], cpus[best]
+    seconds, cpu = min(times), min(cpus)  # each the min over repeats (least disturbed run)
     extrapolated = extrapolated_cpu = None
     if peer and k_run < args.k:
         if breakdown.get("one_call"):
@@ -526,6 +525,49 @@ def markdown(results: dict, agreement: dict, args, info: dict) -> str:
     return "\n".join(lines)
 
 
+def _worker_argv(args, impl: str, task: str, repeat: int) -> list[str]:
+    return [os.path.abspath(__file__), "--worker", "--impl", impl, "--tasks", task,
+            "--n", str(args.n), "--k", str(args.k), "--clusters", str(args.clusters),
+            "--peer-k", str(args.peer_k), "--repeat", str(repeat),
+            "--mem-gb", str(args.mem_gb), "--seed", str(args.seed)]
+
+
+def paired(args, tasks, impls, info) -> int:
+    """Rounds of back-to-back runs; per-round ratios vs the floor cancel slow load drifts."""
+    if "numpy" not in impls:
+        raise SystemExit("--paired needs numpy (the floor) among --impl")
+    head = (f"Paired rounds: {args.paired}; N = {args.n:,}, K = {args.k}, G = {args.clusters:,}; "
+            f"{info['date']}; load `{info['uptime']}`; causalflow at commit {info.get('commit')}.")
+    header = ("| task | implementation | wall s (median) | CPU s (median) | wall / floor: median [min, max] "
+              "| CPU / floor: median [min, max] | peak extra MiB (max) |")
+    lines = [head, "", header, "|---|---|---|---|---|---|---|"]
+    runs = {}
+    for task in tasks:
+        for _ in range(args.paired):
+            for impl in impls:
+                r = run_worker(_worker_argv(args, impl, task, 1), args.timeout, env=thread_env(args.threads))
+                if r.get("status") != "ok":
+                    print(f"[{task}] {impl}: {r.get('status')} {r.get('detail')}", flush=True)
+                    continue
+                runs.setdefault((task, impl), []).append(r)
+                print(f"[{task}] {impl}: wall {r['seconds']:.3f} s, cpu {r['cpu_seconds']:.3f} s", flush=True)
+        floor = runs.get((task, "numpy"), [])
+        for impl in impls:
+            mine = runs.get((task, impl), [])
+            if not mine or len(mine) != len(floor):
+                continue
+            wall = np.array([r["seconds"] for r in mine])
+            cpu = np.array([r["cpu_seconds"] for r in mine])
+            rw = wall / np.array([r["seconds"] for r in floor])
+            rc = cpu / np.array([r["cpu_seconds"] for r in floor])
+            mem = max(r["peak_extra_bytes"] for r in mine) / 2**20
+            lines.append(f"| {task} | {impl} | {np.median(wall):.2f} | {np.median(cpu):.2f} "
+                         f"| {np.median(rw):.2f} [{rw.min():.2f}, {rw.max():.2f}] "
+                         f"| {np.median(rc):.2f} [{rc.min():.2f}, {rc.max():.2f}] | {mem:.0f} |")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -541,6 +583,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS/OpenMP/numba threads of every subprocess (1: stable on a shared machine)")
     ap.add_argument("--seed", type=int, default=20260101)
+    ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+                    help="instead of the full table: ROUNDS rounds that run each --impl once in turn "
+                         "(one repeat each), and the median / range of the per-round time ratios "
+                         "vs the numpy floor; steadier than separate runs on a loaded machine")
     ap.add_argument("--json", help="write all results to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -554,17 +600,16 @@ def main(argv=None) -> int:
             ap.error(f"unknown task or implementation {name!r}")
     info = machine_info()
     print(json.dumps(info, indent=1), flush=True)
+    if args.paired:
+        return paired(args, tasks, impls, info)
     results, agreement = {}, {}
     for task in tasks:
         results[task] = {}
         for impl in IMPLS:
             if impl not in impls:
                 continue
-            argv_w = [os.path.abspath(__file__), "--worker", "--impl", impl, "--tasks", task,
-                      "--n", str(args.n), "--k", str(args.k), "--clusters", str(args.clusters),
-                      "--peer-k", str(args.peer_k), "--repeat", str(args.repeat),
-                      "--mem-gb", str(args.mem_gb), "--seed", str(args.seed)]
-            r = run_worker(argv_w, args.timeout, env=thread_env(args.threads))
+            r = run_worker(_worker_argv(args, impl, task, args.repeat), args.timeout,
+                           env=thread_env(args.threads))
             results[task][impl] = r
             msg = (f"{r['seconds']:.3f} s (all {[round(s, 3) for s in r['all_seconds']]}), "
                    f"cpu {[round(s, 3) for s in r['all_cpu_seconds']]}"
