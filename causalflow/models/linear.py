@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ..design import regressor_names
 from ..errors import ValidationError
@@ -105,10 +105,17 @@ class _Group:
     fits: dict  # "itt" / "iv" -> TwoSLSFit
 
 
+_THREADPOOLS: ThreadpoolController | None = None
+
+
 def _single_blas_thread():
     """Row-block GEMMs are tall and thin (p ~ 20 columns): one BLAS thread is fastest, and
-    threads that spin-wait slow down badly when the machine is busy."""
-    return threadpool_limits(limits=1, user_api="blas")
+    threads that spin-wait slow down badly when the machine is busy. The controller scans
+    the loaded libraries once (a scan per call costs milliseconds)."""
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
 
 
 def _accumulate(source, rows, mu, metrics) -> Moments:
