@@ -327,8 +327,12 @@ class ExperimentData:
         if n_clusters < 2:
             raise ValidationError(f"cluster_by: {self.cluster_by} defines a single cluster")
         self.cluster_codes, self.n_clusters = codes.astype(np.int64), int(n_clusters)
-        per_cluster = pd.Series(self.arm_codes).groupby(self.cluster_codes).nunique()
-        mixed = int((per_cluster > 1).sum())
+        # a cluster is mixed when its arm codes vary: n * sum(a^2) > sum(a)^2 (exact in float64
+        # for integer codes while n * sum(a^2) < 2**53)
+        size = np.bincount(self.cluster_codes, minlength=n_clusters).astype(float)
+        first = np.bincount(self.cluster_codes, weights=self.arm_codes, minlength=n_clusters)
+        second = np.bincount(self.cluster_codes, weights=self.arm_codes.astype(float) ** 2, minlength=n_clusters)
+        mixed = int(np.count_nonzero(size * second > first ** 2))
         if mixed:
             warnings.warn(f"cluster_by {self.cluster_by}: {mixed} of {n_clusters} clusters contain "
                           "more than one assigned arm; is cluster_by the unit of randomisation?",

@@ -228,6 +228,7 @@ def test_many_small_blocks_give_the_same_answer(monkeypatch, cov_type):
     whole_model, whole = fit()
     monkeypatch.setattr(causalflow.design, "_BLOCK_ROWS", 64)
     monkeypatch.setattr(causalflow.models.linear, "_SCORE_BLOCK_ROWS", 64)
+    monkeypatch.setattr(causalflow.models.linear, "_NATURAL_BLOCK_ROWS", 96)
     small_model, small = fit()
     for column in ["estimate", "std_error"]:
         np.testing.assert_allclose(small[column], whole[column], rtol=1e-12)

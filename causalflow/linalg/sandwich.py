@@ -56,28 +56,41 @@ class ScoreAccumulator:
     """Accumulates the meat of contrast influences over row blocks.
 
     Call :meth:`add` once per block with ``scores`` (nb x M: the products u_i e_ik for all
-    M effect-metric columns) and, for clustered covariances, the block's
-    :class:`ClusterBlock`. Rows can arrive in any order; a cluster split across blocks
-    simply receives several partial sums. :meth:`gram` returns the uncorrected meat (M x M).
+    M effect-metric columns) and, for clustered covariances, either the block's
+    :class:`ClusterBlock` (rows in cluster order: the sums compress) or its cluster
+    ``codes`` (rows in data order: one ``np.bincount`` per column, a tight C loop). A
+    cluster split across blocks simply receives several partial sums. :meth:`gram`
+    returns the uncorrected meat (M x M).
     """
 
     def __init__(self, n_columns: int, n_clusters: int | None):
         self.n_columns = n_columns
+        self._n_clusters = n_clusters
         self._gram = np.zeros((n_columns, n_columns))
-        self._clustered = n_clusters is not None
-        if self._clustered:
-            self._sums = np.zeros((n_clusters, n_columns))
+        self._sums = None  # (G, M), filled from ClusterBlocks
+        self._sums_t = None  # (M, G), filled by bincount
 
-    def add(self, scores: np.ndarray, clusters: "ClusterBlock | None" = None) -> None:
-        if not self._clustered:
+    def add(self, scores: np.ndarray, clusters: "ClusterBlock | None" = None,
+            codes: np.ndarray | None = None) -> None:
+        if clusters is not None:
+            if self._sums is None:
+                self._sums = np.zeros((self._n_clusters, self.n_columns))
+            self._sums[clusters.ids] += clusters.indicator @ scores
+        elif codes is not None:
+            if self._sums_t is None:
+                self._sums_t = np.zeros((self.n_columns, self._n_clusters))
+            for c in range(self.n_columns):
+                self._sums_t[c] += np.bincount(codes, weights=scores[:, c], minlength=self._n_clusters)
+        else:
             self._gram += np.ascontiguousarray(scores.T) @ scores
-            return
-        self._sums[clusters.ids] += clusters.indicator @ scores
 
     def gram(self) -> np.ndarray:
-        if self._clustered:
-            return self._sums.T @ self._sums
-        return self._gram
+        out = self._gram
+        if self._sums is not None:
+            out = out + self._sums.T @ self._sums
+        if self._sums_t is not None:
+            out = out + self._sums_t @ self._sums_t.T
+        return out
 
 
 class ClusterBlock:

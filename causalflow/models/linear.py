@@ -27,7 +27,8 @@ from ..linalg.twosls import Moments, TwoSLSFit, solve_2sls
 __all__ = ["LinearModel", "LinearModelResults"]
 
 FitKind = Literal["itt", "iv"]
-_SCORE_BLOCK_ROWS = 1 << 14
+_SCORE_BLOCK_ROWS = 1 << 14  # cluster order: blocks of whole clusters, sums compress
+_NATURAL_BLOCK_ROWS = 1 << 16  # data order: bincount sums, larger blocks amortise them
 
 
 class LinearModel:
@@ -282,24 +283,27 @@ class LinearModelResults:
         return np.argsort(self._source.clusters, kind="stable")
 
     def _blocks(self, order: Literal["natural", "clustered"]) -> list:
-        """Row blocks of the score passes, with their cluster indicators (built once per order).
+        """Row blocks of the score passes, with their clusters (built once per order).
 
-        In data order, the clusters of a block are scattered, so each block adds a partial sum
-        for almost every row: the scatter costs n x M values for M effect-metric columns. In
-        cluster order a block holds whole clusters and the sums compress, but the rows must be
-        gathered: n x (K + q) values. The cheaper one is chosen per pass.
+        In data order the clusters of a block are scattered: each block's cluster sums are
+        one ``bincount`` per score column over its codes. In cluster order a block holds
+        whole clusters and the sums compress (a cached sparse indicator), but the rows must
+        be gathered: n x (K + q) values. The cheaper one is chosen per pass.
         """
         if order not in self._block_cache:
-            rows_order = self._cluster_order if order == "clustered" else None
-            clustered = self.cov_type.startswith("CR")
-            self._block_cache[order] = [
-                (rows, ClusterBlock(self._source.clusters[rows]) if clustered else None)
-                for rows in self._source.row_blocks(rows_order, _SCORE_BLOCK_ROWS)]  # noqa: E501
+            clusters = self._source.clusters if self.cov_type.startswith("CR") else None
+            if order == "clustered":
+                blocks = [(rows, ClusterBlock(clusters[rows]), None)
+                          for rows in self._source.row_blocks(self._cluster_order, _SCORE_BLOCK_ROWS)]
+            else:
+                blocks = [(rows, None, None if clusters is None else clusters[rows])
+                          for rows in self._source.row_blocks(None, _NATURAL_BLOCK_ROWS)]
+            self._block_cache[order] = blocks
         return self._block_cache[order]
 
     def _score_pass(self, requests, layout, influence, acc, partial, order):
         total = acc.n_columns
-        for rows, clusters in self._blocks(order):
+        for rows, clusters, codes in self._blocks(order):
             nb = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
             scores = np.zeros((nb, total)) if partial else np.empty((nb, total))
             built = {}
@@ -324,7 +328,7 @@ class LinearModelResults:
                     np.multiply(U[:, :, None], E[:, None, :], out=scores[:, s:s + m * K].reshape(len(Z), m, K))
                 else:
                     scores[sel, s:s + m * K] = (U[:, :, None] * E[:, None, :]).reshape(len(Z), m * K)
-            acc.add(scores, clusters)
+            acc.add(scores, clusters, codes)
         return acc
 
     def _scaled(self, gram, requests, layout):
