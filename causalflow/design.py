@@ -88,10 +88,11 @@ class Covariates:
     def q(self) -> int:
         return len(self.names)
 
-    def raw(self, rows) -> np.ndarray:
-        """Uncentred covariate block (len(rows) x q)."""
+    def raw(self, rows, out: np.ndarray | None = None) -> np.ndarray:
+        """Uncentred covariate block (len(rows) x q), written into ``out`` when given."""
         n_rows = len(rows) if not isinstance(rows, slice) else rows.stop - rows.start
-        out = np.empty((n_rows, self.q))
+        if out is None:
+            out = np.empty((self.q, n_rows)).T  # column-major: each column is one contiguous write
         col = 0
         for _, values in self.numeric:
             out[:, col] = values[rows]
@@ -135,16 +136,21 @@ def regressor_names(arm_names: list[str], covariate_names) -> list[str]:
     return names
 
 
-def _stack(T: np.ndarray, Xc: np.ndarray) -> np.ndarray:
-    n, J = T.shape
-    q = Xc.shape[1]
-    out = np.empty((n, 1 + J + q + J * q))
+def _fill_lin(out: np.ndarray, arms: np.ndarray, n_arms: int, Xc: np.ndarray, dose: bool,
+              copy_xc: bool) -> None:
+    """out[:] = [1, T, Xc, T (x) Xc] with T the arm indicators (or the dose column) of the rows;
+    ``copy_xc=False`` when Xc already sits in its columns of ``out``."""
+    J, q = (1 if dose else n_arms), Xc.shape[1]
     out[:, 0] = 1.0
-    out[:, 1:1 + J] = T
-    out[:, 1 + J:1 + J + q] = Xc
     for j in range(J):
-        np.multiply(T[:, j:j + 1], Xc, out=out[:, 1 + J + q + j * q:1 + J + q + (j + 1) * q])
-    return out
+        column = out[:, 1 + j]
+        if dose:
+            column[:] = arms
+        else:
+            np.equal(arms, j + 1, out=column, casting="unsafe")
+        np.multiply(out[:, 1 + j:2 + j], Xc, out=out[:, 1 + J + q + j * q:1 + J + q + (j + 1) * q])
+    if copy_xc:
+        out[:, 1 + J:1 + J + q] = Xc
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,23 +187,45 @@ class DesignSource:
     def iv(self) -> bool:
         return self.dose is not None or self.treated is not None
 
-    def _one_hot(self, codes: np.ndarray) -> np.ndarray:
-        return (codes[:, None] == np.arange(1, self.n_arms + 1)).astype(float)
+    @property
+    def p(self) -> int:
+        return (1 + self.n_arms) * (1 + self.covariates.q)
 
-    def block(self, rows, mu: np.ndarray, metrics) -> tuple:
-        """(Z, X or None, Y, w or None) for the rows; X is None when it equals Z."""
-        Xc = self.covariates.raw(rows) - mu
-        Z = _stack(self._one_hot(self.assign[rows]), Xc)
-        X = None
-        if self.dose is not None:
-            X = _stack(self.dose[rows][:, None], Xc)
+    def buffer(self, rows: int, n_metrics: int) -> np.ndarray:
+        """A reusable column-major block buffer for :meth:`matrix` (rows x (p [+ p] + K))."""
+        width = self.p * (2 if self.iv else 1) + n_metrics
+        return np.empty((width, rows)).T
+
+    def matrix(self, rows, mu: np.ndarray, metrics, buffer: np.ndarray | None = None):
+        """The block [Z | X (IV designs only) | Y] of the rows, and their weights (or None).
+
+        Filled column by column into ``buffer`` (column-major, from :meth:`buffer`), so that
+        Z'W[Z X Y] is one GEMM. The returned array is a view of the buffer.
+        """
+        nb = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
+        if buffer is None or buffer.shape[0] < nb:
+            buffer = self.buffer(nb, len(metrics))
+        out = buffer[:nb]
+        p, J, q = self.p, self.n_arms, self.covariates.q
+        Xc = out[:, 1 + J:1 + J + q]
+        self.covariates.raw(rows, out=Xc)
+        Xc -= mu
+        _fill_lin(out[:, :p], self.assign[rows], J, Xc, dose=False, copy_xc=False)
+        if self.dose is not None:  # a two-arm design: the dose column takes the arm's place
+            _fill_lin(out[:, p:2 * p], self.dose[rows], 1, Xc, dose=True, copy_xc=True)
         elif self.treated is not None:
-            X = _stack(self._one_hot(self.treated[rows]), Xc)
-        Y = np.empty((Z.shape[0], len(metrics)))
+            _fill_lin(out[:, p:2 * p], self.treated[rows], J, Xc, dose=False, copy_xc=True)
+        y0 = out.shape[1] - len(metrics)
         for k, metric in enumerate(metrics):
-            Y[:, k] = self.outcomes[metric][rows]
-        w = None if self.weights is None else self.weights[rows]
-        return Z, X, Y, w
+            out[:, y0 + k] = self.outcomes[metric][rows]
+        return out, (None if self.weights is None else self.weights[rows])
+
+    def block(self, rows, mu: np.ndarray, metrics, buffer: np.ndarray | None = None) -> tuple:
+        """(Z, X or None, Y, w or None) for the rows; X is None when it equals Z (views of
+        one column-major block, see :meth:`matrix`)."""
+        out, w = self.matrix(rows, mu, metrics, buffer)
+        p, K = self.p, len(metrics)
+        return out[:, :p], (out[:, p:2 * p] if self.iv else None), out[:, out.shape[1] - K:], w
 
     def row_blocks(self, rows: np.ndarray | None, size: int | None = None) -> Iterator:
         """Row selections of a pass: slices of the data, or chunks of an index array."""

@@ -29,6 +29,7 @@ __all__ = ["LinearModel", "LinearModelResults"]
 FitKind = Literal["itt", "iv"]
 _SCORE_BLOCK_ROWS = 1 << 14  # cluster order: blocks of whole clusters, sums compress
 _NATURAL_BLOCK_ROWS = 1 << 16  # data order: bincount sums, larger blocks amortise them
+_FIT_BLOCK_ROWS = 1 << 16
 
 
 class LinearModel:
@@ -121,14 +122,21 @@ def _single_blas_thread():
 
 def _accumulate(source, rows, mu, metrics) -> Moments:
     """One pass over the rows: the weighted cross-products of one group of metrics."""
-    moments = None
-    for block in source.row_blocks(rows):
-        Z, X, Y, w = source.block(block, mu, metrics)
-        Zw = Z if w is None else Z * w[:, None]
-        ZwT = np.ascontiguousarray(Zw.T)
-        part = Moments(ZwT @ Z, None if X is None else ZwT @ X, ZwT @ Y, None, len(Z))
-        moments = part if moments is None else moments + part
-    return moments
+    p, n_rows = source.p, 0
+    buffer = source.buffer(_FIT_BLOCK_ROWS, len(metrics))
+    cross = np.zeros((p, buffer.shape[1]))
+    for block in source.row_blocks(rows, _FIT_BLOCK_ROWS):
+        W, w = source.matrix(block, mu, metrics, buffer)
+        Z = W[:, :p]
+        cross += (Z if w is None else Z * w[:, None]).T @ W  # Z'W[Z X Y]: one GEMM
+        n_rows += len(W)
+    zwz = 0.5 * (cross[:, :p] + cross[:, :p].T)
+    return Moments(zwz, cross[:, p:2 * p] if source.iv else None, cross[:, cross.shape[1] - len(metrics):],
+                   None, n_rows)
+
+
+def _len(rows) -> int:
+    return (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
 
 
 def _missing_groups(outcomes: tuple) -> list[tuple[np.ndarray | None, tuple]]:
@@ -303,7 +311,10 @@ class LinearModelResults:
 
     def _score_pass(self, requests, layout, influence, acc, partial, order):
         total = acc.n_columns
-        for rows, clusters, codes in self._blocks(order):
+        blocks = self._blocks(order)
+        block_rows = max(_len(rows) for rows, _, _ in blocks)
+        buffers = {}
+        for rows, clusters, codes in blocks:
             nb = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
             scores = np.zeros((nb, total)) if partial else np.empty((nb, total))
             built = {}
@@ -316,7 +327,9 @@ class LinearModelResults:
                         index = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
                         sel = g.member[index]
                         sub = index[sel]
-                    built[gi] = (sel, self._source.block(sub, g.mu, g.metrics))
+                    if gi not in buffers:
+                        buffers[gi] = self._source.buffer(block_rows, len(g.metrics))
+                    built[gi] = (sel, self._source.block(sub, g.mu, g.metrics, buffers[gi]))
                 sel, (Z, X, Y, w) = built[gi]
                 fit: TwoSLSFit = g.fits[kind]
                 E = Y - (X if kind == "iv" else Z) @ fit.coef
