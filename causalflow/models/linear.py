@@ -16,12 +16,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import ThreadpoolController
 
 from ..design import regressor_names
 from ..errors import ValidationError
 from ..expr import parse_condition
 from ..linalg.sandwich import ClusterBlock, CovType, ScoreAccumulator, small_sample_factor
+from ..linalg.threads import single_blas_thread
 from ..linalg.twosls import Moments, TwoSLSFit, solve_2sls
 
 __all__ = ["LinearModel", "LinearModelResults"]
@@ -107,19 +107,6 @@ class _Group:
     fits: dict  # "itt" / "iv" -> TwoSLSFit
 
 
-_THREADPOOLS: ThreadpoolController | None = None
-
-
-def _single_blas_thread():
-    """Row-block GEMMs are tall and thin (p ~ 20 columns): one BLAS thread is fastest, and
-    threads that spin-wait slow down badly when the machine is busy. The controller scans
-    the loaded libraries once (a scan per call costs milliseconds)."""
-    global _THREADPOOLS
-    if _THREADPOOLS is None:
-        _THREADPOOLS = ThreadpoolController()
-    return _THREADPOOLS.limit(limits=1, user_api="blas")
-
-
 def _accumulate(source, rows, mu, metrics) -> Moments:
     """One pass over the rows: the weighted cross-products of one group of metrics."""
     p, n_rows = source.p, 0
@@ -186,7 +173,7 @@ class LinearModelResults:
                 raise ValidationError(f"y: metric(s) {[spec.metrics[k] for k in metrics]} have {n} "
                                       f"complete rows for {p} parameters")
             mu = spec.covariates.means(rows, source.weights)
-            with _single_blas_thread():
+            with single_blas_thread():
                 moments = _accumulate(source, rows, mu, metrics)
             fits = {"itt": solve_2sls(Moments(moments.zwz, None, moments.zwy, None, n), names)}
             if source.iv:
@@ -281,7 +268,7 @@ class LinearModelResults:
         influence = [self._groups[gi].fits[kind].influence @ D.T for gi, kind, D in requests]
         inputs = len(self.metrics) + self.spec.covariates.q + 4
         order = "clustered" if clustered and total > 1.5 * inputs else "natural"
-        with _single_blas_thread():
+        with single_blas_thread():
             acc = self._score_pass(requests, layout, influence, acc, partial, order)
             gram = acc.gram()
         return self._scaled(gram, requests, layout)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..design import Covariates, DesignSource
 from ..errors import ValidationError
+from ..linalg.threads import single_blas_thread
 
 __all__ = ["MetricSpec"]
 
@@ -57,14 +58,16 @@ class MetricSpec:
             series = df[name]
             if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
                 raise ValidationError(f"y: metric {name!r} is not numeric (dtype {series.dtype})")
-            values = series.to_numpy(dtype=float, na_value=np.nan)
-            if np.isinf(values).any():
+            values = _float_values(series)
+            with np.errstate(invalid="ignore"):
+                low, high = np.fmin.reduce(values), np.fmax.reduce(values)  # NaN only if all are
+            if np.isnan(high):
+                raise ValidationError(f"y: metric {name!r} has no non-missing values")
+            if np.isinf(low) or np.isinf(high):
                 raise ValidationError(f"y: metric {name!r} has infinite values")
-            if np.nanmax(np.abs(values), initial=0.0) > _LARGEST:
+            if max(-low, high) > _LARGEST:
                 raise ValidationError(f"y: metric {name!r} has values beyond +-{_LARGEST:g}, whose squares "
                                       "overflow float64; rescale it")
-            if np.isnan(values).all():
-                raise ValidationError(f"y: metric {name!r} has no non-missing values")
         if len(set(metrics)) != len(metrics):
             raise ValidationError(f"y: a metric is listed twice in {metrics}")
         roles.update({m: "metric" for m in metrics})
@@ -89,9 +92,12 @@ class MetricSpec:
         mu = self.covariates.means(None, None)
         centred_gram = np.zeros((q, q))
         size = max(256, (1 << 21) // q)  # about 2**21 values per block
-        for start in range(0, n, size):
-            block = self.covariates.raw(slice(start, min(start + size, n))) - mu
-            centred_gram += block.T @ block
+        buffer = np.empty((q, min(size, n))).T
+        with single_blas_thread():
+            for start in range(0, n, size):
+                block = self.covariates.raw(slice(start, min(start + size, n)), out=buffer[:min(size, n - start)])
+                block -= mu
+                centred_gram += block.T @ block
         names = list(self.covariates.names)
         bad = _dependent(centred_gram, names, only_if_singular=True)
         if bad:
@@ -147,7 +153,7 @@ class MetricSpec:
 
     def source(self) -> DesignSource:
         df, d = self.data.data, self.data
-        outcomes = tuple(df[m].to_numpy(dtype=float, na_value=np.nan) for m in self.metrics)
+        outcomes = tuple(_float_values(df[m]) for m in self.metrics)
         return DesignSource(assign=d.instrument_codes, dose=d.dose, treated=d.treated_codes,
                             n_arms=d.n_arms, covariates=self.covariates, weights=d.weights,
                             clusters=d.cluster_codes, n_clusters=d.n_clusters, outcomes=outcomes)
@@ -192,6 +198,13 @@ def _names(value, argument: str) -> list:
     if isinstance(value, (Sequence, pd.Index, np.ndarray)) or type(value) in (set, frozenset):
         return list(value)
     raise ValidationError(f"{argument}: expected a column name or a list of names, got {value!r}")
+
+
+def _float_values(series: pd.Series) -> np.ndarray:
+    """A metric as float64 with NaN for missing values; no copy when it already is one."""
+    if series.dtype == np.float64:
+        return series.to_numpy()
+    return series.to_numpy(dtype=float, na_value=np.nan)
 
 
 def _dependent(gram: np.ndarray, names: list[str], only_if_singular: bool = False) -> list[str]:
