@@ -290,5 +290,5 @@ class ClusterMoments:
         m = influence_d.shape[1]
         ly = (yz.reshape(G * K, p) @ influence_d).reshape(G, K, m)
         lx = (xz.reshape(G * p, p) @ influence_d).reshape(G, p, m)       # (L' Z'WX)' per cluster
-        lxb = np.matmul(lx.transpose(0, 2, 1), coef)                    # (G, m, K)
+        lxb = (lx.transpose(0, 2, 1).reshape(G * m, p) @ coef).reshape(G, m, K)  # one GEMM
         return ly - lxb.transpose(0, 2, 1)
