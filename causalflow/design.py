@@ -26,6 +26,16 @@ __all__ = ["Covariates", "DesignSource", "regressor_names"]
 _BLOCK_ROWS = 1 << 15
 
 
+def role_column(df: pd.DataFrame, name, argument: str, roles: dict, as_what: str) -> None:
+    """Check that ``name`` is a column of ``df`` that has no other role yet."""
+    if not isinstance(name, str):
+        raise ValidationError(f"{argument}: expected column names, got {name!r}")
+    if name not in df.columns:
+        raise ValidationError(f"{argument}: column {name!r} is not in the data")
+    if name in roles:
+        raise ValidationError(f"{argument}: column {name!r} is the {roles[name]}, not {as_what}")
+
+
 @dataclass(frozen=True, slots=True)
 class Covariates:
     """Covariate columns and their expansion into design columns.
@@ -48,12 +58,7 @@ class Covariates:
     def from_frame(cls, df: pd.DataFrame, columns, roles: dict) -> "Covariates":
         sources, names, level_names, numeric, categorical = [], [], [], [], []
         for name in columns:
-            if not isinstance(name, str):
-                raise ValidationError(f"exogenous_covariates: expected column names, got {name!r}")
-            if name not in df.columns:
-                raise ValidationError(f"exogenous_covariates: column {name!r} is not in the data")
-            if name in roles:
-                raise ValidationError(f"exogenous_covariates: column {name!r} is already the {roles[name]}")
+            role_column(df, name, "exogenous_covariates", roles, "a covariate")
             if name in sources:
                 raise ValidationError(f"exogenous_covariates: column {name!r} is listed twice")
             series = df[name]

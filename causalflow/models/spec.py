@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..design import Covariates, DesignSource
+from ..design import Covariates, DesignSource, role_column
 from ..errors import ValidationError
 from ..linalg.threads import single_blas_thread
 
@@ -49,12 +49,7 @@ class MetricSpec:
         for name in data.cluster_by or []:
             roles[name] = "cluster_by"
         for name in metrics:
-            if not isinstance(name, str):
-                raise ValidationError(f"y: expected column names, got {name!r}")
-            if name not in df.columns:
-                raise ValidationError(f"y: column {name!r} is not in the data")
-            if name in roles:
-                raise ValidationError(f"y: column {name!r} is the {roles[name]}, not a metric")
+            role_column(df, name, "y", roles, "a metric")
             series = df[name]
             if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
                 raise ValidationError(f"y: metric {name!r} is not numeric (dtype {series.dtype})")
