@@ -39,6 +39,12 @@ CONFIGS = {
     "C": dict(clf=_clf(), reg=_reg(linear_tree=False), folds=5),
     "D": dict(clf=_clf(), reg=_reg(), folds=3),
     "E": dict(clf=_clf(), reg=_reg(800, 0.03, 7), folds=5),
+    "F": dict(clf=_clf(500, 0.03, 7), reg=_reg(300, 0.08), folds=5),
+    "G": dict(clf=_clf(100, 0.08), reg=_reg(300, 0.08), folds=5),
+    "H": dict(clf=_clf(200, 0.08), reg=_reg(1000, 0.03, 31), folds=5),
+    "I": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=10),
+    # B with the out-of-fold propensity logit as an extra outcome feature (cf. bart_on_pscore)
+    "P": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, pscore_feature=True),
 }
 
 
@@ -49,6 +55,11 @@ def one(setting: int, rep: int, config: str, seed: int = 0) -> dict:
     c0 = time.process_time()
     folds = E.make_folds(z, cfg["folds"], seed)
     fit = E.cross_fit(ds.X, z, {"y": y}, folds, cfg["clf"], cfg["reg"], seed)
+    if cfg.get("pscore_feature"):
+        ec = np.clip(fit.e, 1e-3, 1 - 1e-3)
+        Xp = np.column_stack([ds.X, np.log(ec / (1 - ec))])
+        refit = E.cross_fit(Xp, z, {"y": y}, folds, cfg["clf"], cfg["reg"], seed)
+        fit = E.CrossFit(fit.e, refit.m0, refit.m1, folds)
     cpu = time.process_time() - c0
     e = np.clip(fit.e, 1e-3, 1 - 1e-3)
     m0, m1 = fit.m0["y"], fit.m1["y"]
@@ -80,14 +91,18 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, nargs="*", default=[1])
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument("--save", default=None)
+    p.add_argument("--pairs", nargs="*", default=None, help="setting:rep pairs")
     a = p.parse_args(argv)
     rows = []
     for cfg in a.config:
-        res = Parallel(n_jobs=a.n_jobs)(delayed(one)(s, r, cfg) for s in a.settings for r in a.reps)
+        pairs = ([tuple(int(v) for v in p_.split(":")) for p_ in a.pairs] if a.pairs
+                 else [(s, r) for s in a.settings for r in a.reps])
+        res = Parallel(n_jobs=a.n_jobs)(delayed(one)(s, r, cfg) for s, r in pairs)
         df = pd.DataFrame(res)
         if a.save:
             df.to_csv(f"{a.save}_{cfg}.csv", index=False)
         rows.append({"config": cfg, **summarise(df)})
+        print(df.assign(err=df.att_h - df.satt, err_ate=df.ate_h - df.sate)[["setting", "rep", "err", "att_se_s", "err_ate"]].round(3).T.to_string())
         print(pd.DataFrame(rows).round(4).T.to_string(), flush=True)
     return 0
 
