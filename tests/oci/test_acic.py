@@ -116,3 +116,13 @@ def test_cli_sub_command(tmp_path, capsys):
     assert (out / "datasets" / "s02_r1.json").is_file()
     assert "report.md" in capsys.readouterr().out
     assert main(["eval-acic", "--data", str(tmp_path), "--out", str(out)]) == 2  # not the export
+
+
+@pytest.mark.parametrize("name", ["acic", "gbm_learners", "sample_estimands"])
+def test_doctests(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"causalflow.oci.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
