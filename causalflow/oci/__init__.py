@@ -7,6 +7,7 @@
 See ``docs/oci.md`` for how the loop works and the diagnostic thresholds.
 """
 
+from .acic import evaluate as evaluate_acic
 from .actor import Actor, ActorStep, RuleActor
 from .critic import Critic, Critique, Proposal, RuleCritic, Verdict
 from .diagnostics import Thresholds
@@ -21,5 +22,5 @@ __all__ = [
     "ESTIMANDS", "Actor", "ActorStep", "AnthropicClient", "Critic", "Critique", "EstimandResult",
     "Iteration", "LLMActor", "LLMClient", "LLMCritic", "OCIRun", "OpenAIClient", "Plan", "Proposal",
     "RuleActor", "RuleCritic", "Spec", "SpecResult", "Thresholds", "Verdict", "apply_change",
-    "get_learner", "learner_names", "prepare_data", "register_learner", "run", "run_spec",
+    "evaluate_acic", "get_learner", "learner_names", "prepare_data", "register_learner", "run", "run_spec",
 ]
