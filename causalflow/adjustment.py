@@ -32,7 +32,7 @@ ADJUSTED_COLUMNS = ("p_value_adjusted", "sim_ci_lower", "sim_ci_upper")
 Method = Literal["holm", "bonferroni", "bh", "by", "maxt"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # keep the readable table of Effects.__repr__
 class AdjustedEffects(Effects):
     """Effects with multiple-testing adjusted p-values and simultaneous intervals.
 

@@ -130,3 +130,18 @@ def test_simulate_aa_false_positive_rate_clustered():
     se = np.sqrt(0.05 * 0.95 / 500)
     assert abs(aa.false_positive_rate - 0.05) <= 2 * se, aa
     assert aa.av_false_positive_rate <= 0.05 + 2 * se
+
+
+def test_adjusted_effects_print_as_a_table():
+    """repr of an adjusted result is the readable table, not a dump of the record's arrays."""
+    import numpy as np
+    import pandas as pd
+
+    import causalflow as cf
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"t": rng.integers(0, 2, 300), "y": rng.normal(size=300), "z": rng.normal(size=300)})
+    adjusted = cf.ExperimentData(df, intent_to_treat="t").add_metric(y=["y", "z"]).fit(
+        cf.LinearModel).infer_effect().adjust(method="holm")
+    text = repr(adjusted)
+    assert text.splitlines()[0].split()[:3] == ["metric", "arm", "condition"]
+    assert "array(" not in text
