@@ -47,6 +47,25 @@ class Effects:
         1 - confidence level of the intervals.
     model : the fitted model the effects come from (for projections and new conditions).
     conditions : tuple of the condition texts (None for the average effect).
+
+    Notes
+    -----
+    ``p_value`` and ``ci_*`` use the normal approximation: :math:`z = \hat\tau / s`,
+    :math:`p = 2(1 - \Phi(|z|))`, :math:`\hat\tau \pm z_{1-\alpha/2} s`. The ``av_*``
+    columns are anytime-valid (Lindon et al. 2022; :mod:`causalflow.linalg.anytime`).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, causalflow as cf
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"t": rng.integers(0, 2, 400)})
+    >>> df["y"], df["z"] = 2.0 * df.t + rng.normal(size=400), rng.normal(size=400)
+    >>> effects = cf.ExperimentData(df, intent_to_treat="t").add_metric(y=["y", "z"]).fit(
+    ...     cf.LinearModel).infer_effect()
+    >>> effects.to_frame()[["metric", "estimand"]].values.tolist()
+    [['y', 'ATE'], ['z', 'ATE']]
+    >>> effects.cov.shape, sorted(effects.to_dict())[:2]
+    ((2, 2), ['alpha', 'columns'])
     """
 
     records: tuple

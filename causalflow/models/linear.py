@@ -69,6 +69,19 @@ class LinearModel:
     ----------
     Lin, W. (2013). Agnostic notes on regression adjustments to experimental data.
     Annals of Applied Statistics 7(1), 295-318.
+
+    Examples
+    --------
+    >>> import causalflow as cf
+    >>> from causalflow.demo import simulate_store
+    >>> df = simulate_store(n=4000, n_regions=80, seed=1)
+    >>> model = cf.ExperimentData(df, intent_to_treat="assigned", treated="uses_widget",
+    ...                           cluster_by="region").add_metric(
+    ...     y=["sales", "orders"], exogenous_covariates=["pre_sales"]).fit(cf.LinearModel)
+    >>> model.cov_type, model.fit_kinds
+    ('CR1', ('itt', 'iv'))
+    >>> list(model.params("iv").index[:3])
+    ['Intercept', 'assigned[1]', 'pre_sales']
     """
 
     def __init__(self, cov_type: CovType | None = None, av_g: float | None = None,
@@ -363,6 +376,20 @@ class LinearModelResults:
         Returns
         -------
         Effects
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, causalflow as cf
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"t": rng.integers(0, 2, 2000), "x": rng.normal(size=2000)})
+        >>> df["y"] = 1 + (0.5 + 0.5 * df.x) * df.t + df.x + rng.normal(size=2000)
+        >>> model = cf.ExperimentData(df, intent_to_treat="t").add_metric(
+        ...     y="y", exogenous_covariates=["x"]).fit(cf.LinearModel)
+        >>> frame = model.infer_effect(condition_on=["x > 1", "x < -1"]).to_frame()
+        >>> frame[["condition", "estimand"]].values.tolist()
+        [['x > 1', 'CATE'], ['x < -1', 'CATE']]
+        >>> bool(frame.estimate[0] > frame.estimate[1])  # the effect grows with x
+        True
         """
         if not 0 < alpha < 1:
             raise ValidationError(f"alpha: {alpha!r} is outside (0, 1)")
