@@ -34,7 +34,7 @@ def _plain(value):
 
 @dataclass(frozen=True)
 class Effects:
-    """Effects of every metric x arm x condition (x estimand) of one call, with their joint covariance.
+    r"""Effects of every metric x arm x condition (x estimand) of one call, with their joint covariance.
 
     Attributes
     ----------
