@@ -45,6 +45,9 @@ CONFIGS = {
     "I": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=10),
     # B with the out-of-fold propensity logit as an extra outcome feature (cf. bart_on_pscore)
     "P": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, pscore_feature=True),
+    # P as integrated in the runner: one propensity cross-fit, its out-of-fold logit fed to the
+    # outcome models of the same folds (cross_fit(outcome_features="covariates+propensity"))
+    "Q": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, outcome_features="covariates+propensity"),
 }
 
 
@@ -54,7 +57,8 @@ def one(setting: int, rep: int, config: str, seed: int = 0) -> dict:
     z, y = ds.z, ds.y
     c0 = time.process_time()
     folds = E.make_folds(z, cfg["folds"], seed)
-    fit = E.cross_fit(ds.X, z, {"y": y}, folds, cfg["clf"], cfg["reg"], seed)
+    fit = E.cross_fit(ds.X, z, {"y": y}, folds, cfg["clf"], cfg["reg"], seed,
+                      outcome_features=cfg.get("outcome_features", "covariates"))
     if cfg.get("pscore_feature"):
         ec = np.clip(fit.e, 1e-3, 1 - 1e-3)
         Xp = np.column_stack([ds.X, np.log(ec / (1 - ec))])

@@ -41,6 +41,8 @@ __all__ = ["EstimateKernel", "aipw_ate", "aipw_att", "balancing_weights", "crump
            "cross_fit", "estimate", "make_folds", "overlap_ato"]
 
 Estimand = Literal["ATE", "ATT", "ATO"]
+OutcomeFeatures = Literal["covariates", "covariates+propensity"]
+_OUTCOME_FEATURES = ("covariates", "covariates+propensity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,12 +250,25 @@ class CrossFit:
     folds: np.ndarray
 
 
-def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, seed: int) -> CrossFit:
+def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, seed: int, *,
+              outcome_features: OutcomeFeatures = "covariates") -> CrossFit:
     """Fit the nuisance models out of fold.
 
     For each fold k the propensity model is fitted on the other folds and predicts
     fold k; each outcome model is fitted per arm (T = 1 and T = 0 separately) on the
     other folds. Factories are called with ``seed`` to make fresh estimators.
+
+    ``outcome_features="covariates+propensity"`` gives the outcome models one more
+    column, the logit of the out-of-fold propensity ``log(e / (1 - e))`` (``e`` clipped
+    to [1e-3, 1 - 1e-3]) of the same fold split: the propensity models are fitted first,
+    then the outcome model of fold k is trained on the other folds' out-of-fold
+    propensities and predicts fold k from fold k's own out-of-fold propensity (no unit's
+    propensity feature comes from a model that saw its own treatment; the training rows'
+    features come from models that saw fold k's treatments, never its outcomes). This is the
+    idea of ``bart_on_pscore`` in the ACIC 2016 competition (Dorie et al. 2019, Stat.
+    Sci. 34) and of Hahn, Murray & Carvalho (2020, Bayesian Analysis, "Bayesian causal
+    forests"): the propensity is a summary of the confounding that a tree learner may
+    not find from the covariates alone.
 
     Examples
     --------
@@ -265,18 +280,26 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     >>> bool(np.allclose(fit.m1["y"] - fit.m0["y"], 1.0))
     True
     """
+    if outcome_features not in _OUTCOME_FEATURES:
+        raise ValueError(f"outcome_features: must be one of {_OUTCOME_FEATURES}, got {outcome_features!r}")
     n = len(t)
     e = np.empty(n)
     m0 = {name: np.empty(n) for name in outcomes}
     m1 = {name: np.empty(n) for name in outcomes}
     treated = t == 1
-    for k in np.unique(folds):
+    fold_ids = np.unique(folds)
+    for k in fold_ids:
         test = folds == k
-        train = ~test
         clf = propensity_factory(seed)
-        clf.fit(X[train], t[train].astype(int))
+        clf.fit(X[~test], t[~test].astype(int))
         classes = list(clf.classes_) if hasattr(clf, "classes_") else [0, 1]
         e[test] = clf.predict_proba(X[test])[:, classes.index(1)]
+    if outcome_features == "covariates+propensity":
+        ec = np.clip(e, 1e-3, 1 - 1e-3)
+        X = np.column_stack([X, np.log(ec / (1 - ec))])
+    for k in fold_ids:
+        test = folds == k
+        train = ~test
         for name, y in outcomes.items():
             for arm_mask, target in ((treated, m1[name]), (~treated, m0[name])):
                 rows = train & arm_mask

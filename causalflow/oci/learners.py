@@ -14,6 +14,8 @@ Built in:
 - ``"hist_gbm"``: scikit-learn's histogram gradient boosting.
 - ``"gbm_linear_tree"``: LightGBM propensity and linear-leaf LightGBM outcome models with a
   fit cache shared by loop iterations (:mod:`causalflow.oci.gbm_learners`).
+- ``"gbm_linear_tree_ps"``: the same, the outcome models also given the logit of the
+  out-of-fold propensity as a feature (``outcome_features="covariates+propensity"``).
 
 Examples
 --------
@@ -46,12 +48,17 @@ class Learner:
     flexible : bool
         True for learners that fit non-linear response surfaces; the Critic proposes
         one of these when a linear learner leaves imbalance behind.
+    outcome_features : "covariates" or "covariates+propensity"
+        What the outcome models see when this learner is the spec's outcome learner:
+        the covariates, or the covariates plus the logit of the out-of-fold propensity
+        of the same fold split (:func:`causalflow.oci.estimators.cross_fit`).
     """
 
     name: str
     classifier: Callable[[int], object]
     regressor: Callable[[int], object]
     flexible: bool = False
+    outcome_features: str = "covariates"
 
 
 def _linear_classifier(seed: int):
@@ -122,7 +129,8 @@ _REGISTRY: dict[str, Learner] = {}
 
 
 def register_learner(name: str, classifier: Callable[[int], object], regressor: Callable[[int], object],
-                     *, flexible: bool = False, replace: bool = False) -> Learner:
+                     *, flexible: bool = False, replace: bool = False,
+                     outcome_features: str = "covariates") -> Learner:
     """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
 
     Examples
@@ -139,7 +147,10 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
         raise ValidationError(f"learner name: {name!r} is already registered (pass replace=True)")
     if not callable(classifier) or not callable(regressor):
         raise ValidationError(f"learner {name!r}: classifier and regressor must be callables of the seed")
-    entry = Learner(name, classifier, regressor, flexible)
+    if outcome_features not in ("covariates", "covariates+propensity"):
+        raise ValidationError(f"learner {name!r}: outcome_features must be 'covariates' or "
+                              f"'covariates+propensity', got {outcome_features!r}")
+    entry = Learner(name, classifier, regressor, flexible, outcome_features)
     _REGISTRY[name] = entry
     return entry
 
@@ -169,6 +180,9 @@ def _register_gbm_linear_tree() -> None:
     from .gbm_learners import gbm_classifier, gbm_linear_tree_regressor
 
     register_learner("gbm_linear_tree", gbm_classifier, gbm_linear_tree_regressor, flexible=True)
+    # the same models, the outcome models also given the out-of-fold propensity logit
+    register_learner("gbm_linear_tree_ps", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
+                     outcome_features="covariates+propensity")
 
 
 _register_gbm_linear_tree()

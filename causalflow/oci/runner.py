@@ -232,8 +232,10 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
                               f"control units (have {n_treated} / {n_control})")
     folds = est.make_folds(t, spec.n_folds, spec.seed)
     outcomes = {"__outcome__": y, **{c: data.placebos[c] for c in spec.placebo_outcomes}}
+    outcome_learner = get_learner(spec.outcome_learner)
     fit = est.cross_fit(X, t, outcomes, folds, get_learner(spec.propensity_learner).classifier,
-                        get_learner(spec.outcome_learner).regressor, spec.seed)
+                        outcome_learner.regressor, spec.seed,
+                        outcome_features=outcome_learner.outcome_features)
     e = np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip)
 
     if spec.trimming == "none":
