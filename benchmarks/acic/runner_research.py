@@ -48,6 +48,9 @@ CONFIGS = {
     # P as integrated in the runner: one propensity cross-fit, its out-of-fold logit fed to the
     # outcome models of the same folds (cross_fit(outcome_features="covariates+propensity"))
     "Q": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, outcome_features="covariates+propensity"),
+    # P with the propensity itself (bounded in [0, 1]) instead of its logit: linear leaves
+    # extrapolate a logit feature far outside the other arm's range
+    "R": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, pscore_feature="raw"),
 }
 
 
@@ -61,7 +64,7 @@ def one(setting: int, rep: int, config: str, seed: int = 0) -> dict:
                       outcome_features=cfg.get("outcome_features", "covariates"))
     if cfg.get("pscore_feature"):
         ec = np.clip(fit.e, 1e-3, 1 - 1e-3)
-        Xp = np.column_stack([ds.X, np.log(ec / (1 - ec))])
+        Xp = np.column_stack([ds.X, ec if cfg["pscore_feature"] == "raw" else np.log(ec / (1 - ec))])
         refit = E.cross_fit(Xp, z, {"y": y}, folds, cfg["clf"], cfg["reg"], seed)
         fit = E.CrossFit(fit.e, refit.m0, refit.m1, folds)
     cpu = time.process_time() - c0
