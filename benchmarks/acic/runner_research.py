@@ -50,6 +50,11 @@ CONFIGS = {
     "Q": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, outcome_features="covariates+propensity"),
     # P with the propensity itself (bounded in [0, 1]) instead of its logit: linear leaves
     # extrapolate a logit feature far outside the other arm's range
+    # Q for the control outcome model only (m0, all the ATT needs); m1 from covariates alone
+    "Q0": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, ps_m0_only=True),
+    # Q with the feature clamped, per arm and fold, to the range of the arm's training rows
+    # (no linear-leaf extrapolation in the propensity)
+    "QC": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, ps_clamped=True),
     "R": dict(clf=_clf(200, 0.08), reg=_reg(300, 0.08), folds=5, pscore_feature="raw"),
 }
 
@@ -62,6 +67,22 @@ def one(setting: int, rep: int, config: str, seed: int = 0) -> dict:
     folds = E.make_folds(z, cfg["folds"], seed)
     fit = E.cross_fit(ds.X, z, {"y": y}, folds, cfg["clf"], cfg["reg"], seed,
                       outcome_features=cfg.get("outcome_features", "covariates"))
+    if cfg.get("ps_m0_only"):
+        q = E.cross_fit(ds.X, z, {"y": y}, folds, cfg["clf"], cfg["reg"], seed,
+                        outcome_features="covariates+propensity")
+        fit = E.CrossFit(fit.e, q.m0, fit.m1, folds)
+    if cfg.get("ps_clamped"):
+        ec = np.clip(fit.e, 1e-3, 1 - 1e-3)
+        zf = np.log(ec / (1 - ec))
+        m0, m1 = np.empty(len(z)), np.empty(len(z))
+        for k in np.unique(folds):
+            test = folds == k
+            for arm, target in ((1, m1), (0, m0)):
+                rows = (~test) & (z == arm)
+                lo, hi = zf[rows].min(), zf[rows].max()
+                reg = cfg["reg"](seed).fit(np.column_stack([ds.X[rows], zf[rows]]), y[rows])
+                target[test] = reg.predict(np.column_stack([ds.X[test], np.clip(zf[test], lo, hi)]))
+        fit = E.CrossFit(fit.e, {"y": m0}, {"y": m1}, folds)
     if cfg.get("pscore_feature"):
         ec = np.clip(fit.e, 1e-3, 1 - 1e-3)
         Xp = np.column_stack([ds.X, ec if cfg["pscore_feature"] == "raw" else np.log(ec / (1 - ec))])
