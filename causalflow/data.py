@@ -200,13 +200,7 @@ class ExperimentData:
             self._read_treated(df, treated)
         self.instrument_codes = self.arm_codes
         if instrument is not None and instrument != intent_to_treat:
-            inst = _column(df, instrument, "instrument")
-            codes = _arm_codes(inst, self.arms)
-            if (codes < 0).any():
-                raise ValidationError(f"instrument: column {instrument!r} has values that are not "
-                                      f"arms of {intent_to_treat!r} ({list(self.arms)})")
-            if len(np.unique(codes)) < 2:
-                raise ValidationError(f"instrument: column {instrument!r} has no variation")
+            codes = self._arm_label_codes(_column(df, instrument, "instrument"), instrument, "instrument")
             absent = [a for j, a in enumerate(self.arms) if not (codes == j).any()]
             if absent:
                 raise ValidationError(f"instrument: column {instrument!r} never takes the arm(s) {absent} "
@@ -268,14 +262,19 @@ class ExperimentData:
             if not np.array_equal(dose, self.arm_codes.astype(float)):
                 self.dose = dose
             return
-        codes = _arm_codes(treated, self.arms)
-        if (codes < 0).any():
-            raise ValidationError(f"treated: column {name!r} has values that are not arms of "
-                                  f"{self.intent_to_treat!r} ({list(self.arms)})")
-        if len(np.unique(codes)) < 2:
-            raise ValidationError(f"treated: column {name!r} has no variation")
+        codes = self._arm_label_codes(treated, name, "treated")
         if not np.array_equal(codes, self.arm_codes):
             self.treated_codes = codes.astype(np.int64)
+
+    def _arm_label_codes(self, column: pd.Series, name: str, argument: str) -> np.ndarray:
+        """Arm codes of a column of arm labels (treated or instrument), which must vary."""
+        codes = _arm_codes(column, self.arms)
+        if (codes < 0).any():
+            raise ValidationError(f"{argument}: column {name!r} has values that are not arms of "
+                                  f"{self.intent_to_treat!r} ({list(self.arms)})")
+        if len(np.unique(codes)) < 2:
+            raise ValidationError(f"{argument}: column {name!r} has no variation")
+        return codes
 
     def _read_propensity(self, df: pd.DataFrame, propensity) -> None:
         if propensity is None:
