@@ -30,11 +30,11 @@ import pandas as pd
 from .design import regressor_names
 from .effects import Effects
 from .errors import ValidationError
-from .expr import parse_condition
 from .linalg.anytime import optimal_g, running_anytime_valid
 from .linalg.incremental import ClusterMoments, LinMeatMoments, RowMeatMoments, block_moments
 from .linalg.sandwich import small_sample_factor
 from .linalg.twosls import Moments, solve_2sls
+from .models.linear import LinearModel, _missing_groups, estimand_label, parse_conditions
 
 __all__ = ["monitor", "Monitoring"]
 
@@ -192,7 +192,6 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     (20, True)
     """
     from .data import ExperimentData
-    from .models.linear import LinearModel, _missing_groups
     if not 0 < alpha < 1:
         raise ValidationError(f"alpha: {alpha!r} is outside (0, 1)")
     if isinstance(data, (list, tuple)):
@@ -226,7 +225,7 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     clustered = cov_type.startswith("CR")
     if clustered and source.clusters is None:
         raise ValidationError(f"cov_type: {cov_type} needs cluster_by on ExperimentData")
-    conditions = _parse_conditions(condition_on, spec)
+    conditions = parse_conditions(condition_on, spec.covariates.sources)
     J, q = source.n_arms, spec.covariates.q
     arm_names = [f"{data.intent_to_treat}[{a}]" for a in data.arms[1:]]
     names = regressor_names(arm_names, spec.covariates.names)
@@ -262,25 +261,6 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
         results.append(_look_effects(states, source, conditions, kinds, cov_type, p, J, q, names,
                                      spec.metrics, data, alpha, look_model))
     return Monitoring(tuple(results), tuple(int(c) for c in cuts), float(g), float(alpha))
-
-
-def _parse_conditions(condition_on, spec) -> list:
-    if condition_on is None:
-        return [None]
-    if isinstance(condition_on, str):
-        condition_on = [condition_on]
-    known = set(spec.covariates.sources)
-    out = []
-    for text in condition_on:
-        cond = parse_condition(text)
-        unknown = sorted(cond.columns - known)
-        if unknown:
-            raise ValidationError(f"condition_on expression {text!r}: column {unknown[0]!r} is not a "
-                                  f"covariate of this model (covariates: {sorted(known)})")
-        out.append(cond)
-    if not out:
-        raise ValidationError("condition_on: empty list; omit it for the average effect")
-    return out
 
 
 class _GroupState:
@@ -361,7 +341,7 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
                         records.append(dict(
                             metric=metric_names[k], arm=data.arms[j + 1],
                             condition="all" if cond is None else cond.text,
-                            estimand=_estimand(kind, source.iv, cond is not None), estimate=est,
+                            estimand=estimand_label(kind, source.iv, cond is not None), estimate=est,
                             n=int(st.cond_n[c]), dof=dof if fits else np.nan, n_clusters=G,
                             _sort=(k, j, c, kind)))
         if not fits:
@@ -389,11 +369,3 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
         del r["_sort"]
     return Effects._from_fit(records, full[np.ix_(perm, perm)], alpha, look_model,
                              [None if c is None else c.text for c in conditions])
-
-
-def _estimand(kind: str, iv: bool, conditional: bool) -> str:
-    if kind == "iv":
-        return "LATE"
-    if iv:
-        return "ITT"
-    return "CATE" if conditional else "ATE"

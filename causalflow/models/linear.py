@@ -135,6 +135,39 @@ def _accumulate(source, rows, mu, metrics) -> Moments:
                    None, n_rows)
 
 
+def estimand_label(kind: str, iv: bool, conditional: bool) -> str:
+    """ITT / LATE for an encouragement design's two fits, else ATE (CATE in a subgroup)."""
+    if kind == "iv":
+        return "LATE"
+    if iv:
+        return "ITT"
+    return "CATE" if conditional else "ATE"
+
+
+def parse_conditions(condition_on, covariates) -> list:
+    """Parse ``condition_on`` (None -> ``[None]``, the average effect) over the covariate columns."""
+    if condition_on is None:
+        return [None]
+    if isinstance(condition_on, str):
+        condition_on = [condition_on]
+    if not len(condition_on):
+        raise ValidationError("condition_on: empty list; omit it for the average effect")
+    known = set(covariates)
+    parsed = []
+    for text in condition_on:
+        try:
+            cond = parse_condition(text, known_columns=known)
+        except ValidationError as exc:
+            if "unknown column" not in str(exc):
+                raise
+            raise ValidationError(f"{exc}. Only covariates of this model can be conditioned on: "
+                                  "add the column to exogenous_covariates") from None
+        parsed.append(cond)
+    if len({c.text for c in parsed}) != len(parsed):
+        raise ValidationError("condition_on: a condition is listed twice")
+    return parsed
+
+
 def _len(rows) -> int:
     return (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
 
@@ -459,11 +492,7 @@ class LinearModelResults:
                                  conditions)
 
     def _estimand(self, kind: str, conditional: bool) -> str:
-        if kind == "iv":
-            return "LATE"
-        if self._source.iv:
-            return "ITT"
-        return "CATE" if conditional else "ATE"
+        return estimand_label(kind, self._source.iv, conditional)
 
     def _dof(self, g: _Group) -> int:
         if self.cov_type.startswith("CR"):
@@ -473,26 +502,7 @@ class LinearModelResults:
     infer_effects = infer_effect
 
     def _parse_conditions(self, condition_on) -> list:
-        if condition_on is None:
-            return [None]
-        if isinstance(condition_on, str):
-            condition_on = [condition_on]
-        if not len(condition_on):
-            raise ValidationError("condition_on: empty list; omit it for the average effect")
-        known = set(self.spec.covariates.sources)
-        parsed = []
-        for text in condition_on:
-            try:
-                cond = parse_condition(text, known_columns=known)
-            except ValidationError as exc:
-                if "unknown column" not in str(exc):
-                    raise
-                raise ValidationError(f"{exc}. Only covariates of this model can be conditioned on: "
-                                      "add the column to exogenous_covariates") from None
-            parsed.append(cond)
-        if len({c.text for c in parsed}) != len(parsed):
-            raise ValidationError("condition_on: a condition is listed twice")
-        return parsed
+        return parse_conditions(condition_on, self.spec.covariates.sources)
 
     def __repr__(self) -> str:
         return (f"LinearModelResults({len(self.metrics)} metric(s), {len(self.names)} parameters, "
