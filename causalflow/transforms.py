@@ -221,17 +221,11 @@ _CAP_KEYS = ("lower", "upper", "lower_quantile", "upper_quantile")
 
 
 def _numeric_column(df, name: str, argument: str) -> np.ndarray:
-    import pandas as pd
+    from .models.spec import metric_values
 
     if not isinstance(name, str) or name not in df.columns:
         raise ValidationError(f"{argument}: column {name!r} is not in the data")
-    series = df[name]
-    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
-        raise ValidationError(f"{argument}: column {name!r} is not numeric (dtype {series.dtype})")
-    values = series.to_numpy(dtype=float, na_value=np.nan)
-    if np.isinf(values).any():
-        raise ValidationError(f"{argument}: column {name!r} has infinite values")
-    return values
+    return metric_values(df[name], name, argument)
 
 
 def derive_metrics(data, y, *, cap: Mapping | None = None, ratio: Mapping | None = None):

@@ -50,19 +50,7 @@ class MetricSpec:
             roles[name] = "cluster_by"
         for name in metrics:
             role_column(df, name, "y", roles, "a metric")
-            series = df[name]
-            if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
-                raise ValidationError(f"y: metric {name!r} is not numeric (dtype {series.dtype})")
-            values = _float_values(series)
-            with np.errstate(invalid="ignore"):
-                low, high = np.fmin.reduce(values), np.fmax.reduce(values)  # NaN only if all are
-            if np.isnan(high):
-                raise ValidationError(f"y: metric {name!r} has no non-missing values")
-            if np.isinf(low) or np.isinf(high):
-                raise ValidationError(f"y: metric {name!r} has infinite values")
-            if max(-low, high) > _LARGEST:
-                raise ValidationError(f"y: metric {name!r} has values beyond +-{_LARGEST:g}, whose squares "
-                                      "overflow float64; rescale it")
+            metric_values(df[name], name, "y")
         if len(set(metrics)) != len(metrics):
             raise ValidationError(f"y: a metric is listed twice in {metrics}")
         roles.update({m: "metric" for m in metrics})
@@ -193,6 +181,24 @@ def _names(value, argument: str) -> list:
     if isinstance(value, (Sequence, pd.Index, np.ndarray)) or type(value) in (set, frozenset):
         return list(value)
     raise ValidationError(f"{argument}: expected a column name or a list of names, got {value!r}")
+
+
+def metric_values(series: pd.Series, name: str, argument: str) -> np.ndarray:
+    """A numeric column as float64 (NaN for missing), checked: numeric, not all missing,
+    finite, and small enough that its squares do not overflow."""
+    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+        raise ValidationError(f"{argument}: metric {name!r} is not numeric (dtype {series.dtype})")
+    values = _float_values(series)
+    with np.errstate(invalid="ignore"):
+        low, high = np.fmin.reduce(values), np.fmax.reduce(values)  # NaN only if all are
+    if np.isnan(high):
+        raise ValidationError(f"{argument}: metric {name!r} has no non-missing values")
+    if np.isinf(low) or np.isinf(high):
+        raise ValidationError(f"{argument}: metric {name!r} has infinite values")
+    if max(-low, high) > _LARGEST:
+        raise ValidationError(f"{argument}: metric {name!r} has values beyond +-{_LARGEST:g}, whose squares "
+                              "overflow float64; rescale it")
+    return values
 
 
 def _float_values(series: pd.Series) -> np.ndarray:
