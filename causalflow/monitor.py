@@ -33,7 +33,7 @@ from .errors import ValidationError
 from .linalg.anytime import optimal_g, running_anytime_valid
 from .linalg.incremental import ClusterMoments, LinMeatMoments, RowMeatMoments, block_moments
 from .linalg.sandwich import small_sample_factor
-from .linalg.twosls import Moments, solve_2sls
+from .linalg.twosls import solve_2sls
 from .models.linear import LinearModel, _missing_groups, estimand_label, parse_conditions
 
 __all__ = ["monitor", "Monitoring"]
@@ -317,7 +317,7 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
         fits = {}
         if st.moments is not None and dof > 0 and st.n > p:
             for kind in kinds:
-                m = st.moments if kind == "iv" else Moments(st.moments.zwz, None, st.moments.zwy, None, st.n)
+                m = st.moments if kind == "iv" else st.moments.reduced_form()
                 try:
                     fits[kind] = solve_2sls(m, names)
                 except (ValidationError, np.linalg.LinAlgError):

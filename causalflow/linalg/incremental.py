@@ -58,7 +58,7 @@ def block_moments(Z: np.ndarray, X: np.ndarray | None, Y: np.ndarray, w: np.ndar
     """
     from .twosls import Moments
     Zw = Z if w is None else Z * w[:, None]
-    return Moments(Zw.T @ Z, None if X is None else Zw.T @ X, Zw.T @ Y, None, len(Z))
+    return Moments(Zw.T @ Z, None if X is None else Zw.T @ X, Zw.T @ Y, len(Z))
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,21 +37,23 @@ class Moments:
     zwz : (p, p) Z'WZ
     zwx : (p, p) Z'WX, or None when X = Z (OLS)
     zwy : (p, K) Z'WY
-    xwy : (p, K) X'WY, or None when X = Z
     n : int, number of rows
     """
 
     zwz: np.ndarray
     zwx: np.ndarray | None
     zwy: np.ndarray
-    xwy: np.ndarray | None
     n: int
 
     def __add__(self, other: "Moments") -> "Moments":
         def add(a, b):
             return None if a is None else a + b
         return Moments(self.zwz + other.zwz, add(self.zwx, other.zwx), self.zwy + other.zwy,
-                       add(self.xwy, other.xwy), self.n + other.n)
+                       self.n + other.n)
+
+    def reduced_form(self) -> "Moments":
+        """The moments of the OLS fit of Y on Z (the intent-to-treat regression)."""
+        return Moments(self.zwz, None, self.zwy, self.n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ def solve_2sls(m: Moments, names: list[str] | None = None) -> TwoSLSFit:
     >>> rng = np.random.default_rng(0)
     >>> X = np.column_stack([np.ones(50), rng.normal(size=50)])
     >>> Y = X @ np.array([[1.0], [2.0]]) + rng.normal(size=(50, 1))
-    >>> fit = solve_2sls(Moments(X.T @ X, None, X.T @ Y, None, 50))
+    >>> fit = solve_2sls(Moments(X.T @ X, None, X.T @ Y, 50))
     >>> bool(np.allclose(fit.coef, np.linalg.lstsq(X, Y, rcond=None)[0]))
     True
     """

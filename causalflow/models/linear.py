@@ -132,7 +132,7 @@ def _accumulate(source, rows, mu, metrics) -> Moments:
         n_rows += len(W)
     zwz = 0.5 * (cross[:, :p] + cross[:, :p].T)
     return Moments(zwz, cross[:, p:2 * p] if source.iv else None, cross[:, cross.shape[1] - len(metrics):],
-                   None, n_rows)
+                   n_rows)
 
 
 def estimand_label(kind: str, iv: bool, conditional: bool) -> str:
@@ -221,7 +221,7 @@ class LinearModelResults:
             mu = spec.covariates.means(rows, source.weights)
             with single_blas_thread():
                 moments = _accumulate(source, rows, mu, metrics)
-            fits = {"itt": solve_2sls(Moments(moments.zwz, None, moments.zwy, None, n), names)}
+            fits = {"itt": solve_2sls(moments.reduced_form(), names)}
             if source.iv:
                 fits["iv"] = solve_2sls(moments, names)
             n_clusters = None
@@ -348,7 +348,7 @@ class LinearModelResults:
         block_rows = max(_len(rows) for rows, _, _ in blocks)
         buffers = {}
         for rows, clusters, codes in blocks:
-            nb = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
+            nb = _len(rows)
             scores = np.zeros((nb, total)) if partial else np.empty((nb, total))
             built = {}
             for r, (gi, kind, _) in enumerate(requests):

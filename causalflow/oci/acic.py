@@ -361,7 +361,7 @@ def summarise(out: str | os.PathLike, data: str | os.PathLike | None = None, *,
     res = res.merge(settings, on="setting", how="left")
     atomic_write(out / "results.csv", res.to_csv(index=False))
 
-    overall, baseline = [], []
+    overall = []
     for estimand in ESTIMAND_TRUTH:
         d = res[res.estimand == estimand]
         overall.append({"estimand": estimand, "method": "OCI loop", **_metrics_row(d)})

@@ -30,7 +30,6 @@ from .diagnostics import Thresholds
 from .learners import FLEXIBLE_LEARNERS, get_learner
 from .plan import Plan
 from .runner import SpecResult
-from .spec import Spec
 
 __all__ = ["VERDICTS", "Critic", "Critique", "Proposal", "RuleCritic", "Verdict"]
 
