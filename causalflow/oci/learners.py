@@ -16,6 +16,9 @@ Built in:
   fit cache shared by loop iterations (:mod:`causalflow.oci.gbm_learners`).
 - ``"gbm_linear_tree_ps"``: the same, the outcome models also given the logit of the
   out-of-fold propensity as a feature (``outcome_features="covariates+propensity"``).
+- ``"gbm_bart"``: the ``gbm_linear_tree`` models, each outcome prediction averaged with the
+  posterior mean of a BART fitted once per arm (:mod:`causalflow.oci.bart_learners`); the
+  learner of the ACIC 2016 evaluation.
 
 Examples
 --------
@@ -52,6 +55,10 @@ class Learner:
         What the outcome models see when this learner is the spec's outcome learner:
         the covariates, or the covariates plus the logit of the out-of-fold propensity
         of the same fold split (:func:`causalflow.oci.estimators.cross_fit`).
+    posterior_regressor : callable(seed) -> estimator, or None
+        A Bayesian regressor (posterior-mean prediction) fitted once per arm on all of the
+        arm's rows and averaged with the cross-fitted outcome model (``cross_fit``'s
+        ``posterior_factory``).
     """
 
     name: str
@@ -59,6 +66,7 @@ class Learner:
     regressor: Callable[[int], object]
     flexible: bool = False
     outcome_features: str = "covariates"
+    posterior_regressor: Callable[[int], object] | None = None
 
 
 def _linear_classifier(seed: int):
@@ -130,7 +138,8 @@ _REGISTRY: dict[str, Learner] = {}
 
 def register_learner(name: str, classifier: Callable[[int], object], regressor: Callable[[int], object],
                      *, flexible: bool = False, replace: bool = False,
-                     outcome_features: str = "covariates") -> Learner:
+                     outcome_features: str = "covariates",
+                     posterior_regressor: Callable[[int], object] | None = None) -> Learner:
     """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
 
     Examples
@@ -150,7 +159,9 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
     if outcome_features not in ("covariates", "covariates+propensity"):
         raise ValidationError(f"learner {name!r}: outcome_features must be 'covariates' or "
                               f"'covariates+propensity', got {outcome_features!r}")
-    entry = Learner(name, classifier, regressor, flexible, outcome_features)
+    if posterior_regressor is not None and not callable(posterior_regressor):
+        raise ValidationError(f"learner {name!r}: posterior_regressor must be a callable of the seed or None")
+    entry = Learner(name, classifier, regressor, flexible, outcome_features, posterior_regressor)
     _REGISTRY[name] = entry
     return entry
 
@@ -183,6 +194,11 @@ def _register_gbm_linear_tree() -> None:
     # the same models, the outcome models also given the out-of-fold propensity logit
     register_learner("gbm_linear_tree_ps", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
                      outcome_features="covariates+propensity")
+    # the gbm_linear_tree models averaged with BART's posterior mean (chosen on ACIC 2016, round 4)
+    from .bart_learners import bart_regressor
+
+    register_learner("gbm_bart", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
+                     posterior_regressor=bart_regressor)
 
 
 _register_gbm_linear_tree()

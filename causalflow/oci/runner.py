@@ -235,7 +235,8 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
     outcome_learner = get_learner(spec.outcome_learner)
     fit = est.cross_fit(X, t, outcomes, folds, get_learner(spec.propensity_learner).classifier,
                         outcome_learner.regressor, spec.seed,
-                        outcome_features=outcome_learner.outcome_features)
+                        outcome_features=outcome_learner.outcome_features,
+                        posterior_factory=outcome_learner.posterior_regressor)
     e = np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip)
 
     if spec.trimming == "none":

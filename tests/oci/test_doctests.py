@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["plan", "spec", "learners", "estimators", "diagnostics", "runner", "critic", "actor", "llm",
-           "loop", "artifacts", "followups", "final_stage"]
+           "loop", "artifacts", "followups", "final_stage", "gbm_learners", "bart_learners"]
 
 
 @pytest.mark.parametrize("name", MODULES)
