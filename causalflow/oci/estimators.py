@@ -251,7 +251,8 @@ class CrossFit:
 
 
 def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, seed: int, *,
-              outcome_features: OutcomeFeatures = "covariates", posterior_factory=None) -> CrossFit:
+              outcome_features: OutcomeFeatures = "covariates", posterior_factory=None,
+              x_learner: bool = False) -> CrossFit:
     """Fit the nuisance models out of fold.
 
     For each fold k the propensity model is fitted on the other folds and predicts
@@ -281,6 +282,22 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     standard errors treat the average as any other nuisance estimate; the in-sample half is
     the one departure from the cross-fitting of Chernozhukov et al. (2018, Econometrics J.
     21), as in the competition's BART + TMLE entry.
+
+    ``x_learner=True`` then rebuilds each arm's prediction where that arm has few units,
+    after the X-learner of Kunzel, Sekhon, Bickel and Yu (2019, PNAS 116(10), "Metalearners
+    for estimating heterogeneous treatment effects using machine learning"): effect models
+    are fitted (``outcome_factory``, cross-fitted on the same folds) to the imputed effects
+    ``D1 = y - m0(x)`` of the treated and ``D0 = m1(x) - y`` of the controls, and
+
+        m1'(x) = e(x) m1(x) + (1 - e(x)) (m0(x) + tau1(x)),
+        m0'(x) = (1 - e(x)) m0(x) + e(x) (m1(x) - tau0(x)),
+
+    with ``e`` the out-of-fold propensity. Where few units are treated (``e`` near 0) the
+    treated outcome is predicted as the control outcome plus a model of the effect, so
+    that the effect, usually smoother than the response surface, is extrapolated instead
+    of the treated arm's own surface; symmetrically for the controls. ``D1`` uses ``m0``
+    at treated rows, fitted on controls only, so no unit's imputed effect contains its own
+    outcome twice.
 
     Examples
     --------
@@ -325,4 +342,21 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
                 reg.fit(X[arm_mask], y[arm_mask])
                 target += reg.predict(X)
                 target *= 0.5
+    if x_learner:
+        for name, y in outcomes.items():
+            m0[name], m1[name] = _x_learner_predictions(X, y, treated, e, m0[name], m1[name], folds,
+                                                        outcome_factory, seed)
     return CrossFit(e, m0, m1, folds)
+
+
+def _x_learner_predictions(X, y, treated, e, m0, m1, folds, factory, seed):
+    """The X-learner recombination of ``cross_fit`` (see there) for one outcome."""
+    tau1, tau0 = np.empty(len(y)), np.empty(len(y))
+    for k in np.unique(folds):
+        test = folds == k
+        for arm_mask, target, effect in ((treated, tau1, y - m0), (~treated, tau0, m1 - y)):
+            rows = (~test) & arm_mask
+            reg = factory(seed)
+            reg.fit(X[rows], effect[rows])
+            target[test] = reg.predict(X[test])
+    return (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)

@@ -81,16 +81,42 @@ class FitCache:
 FIT_CACHE = FitCache()
 
 
-def _digest(estimator, X, y) -> str:
+def _digest(estimator, *arrays) -> str:
     h = hashlib.blake2b(digest_size=20)
-    h.update(type(estimator).__qualname__.encode())
-    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
-    h.update(repr(sorted(params.items())).encode())
-    for a in (X, y):
+    if estimator is not None:
+        h.update(type(estimator).__qualname__.encode())
+        params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+        h.update(repr(sorted(params.items())).encode())
+    for a in arrays:
         arr = np.ascontiguousarray(np.asarray(a, dtype=float))
         h.update(repr(arr.shape).encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+class _Fitted:
+    """A fitted estimator with its latest predictions by input digest (loop iterations and
+    the evaluation's second final stage predict the same rows again)."""
+
+    __slots__ = ("model", "predictions", "_lock")
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.predictions: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def call(self, method: str, X) -> np.ndarray:
+        key = (method, _digest(None, X))
+        with self._lock:
+            out = self.predictions.get(key)
+        if out is None:
+            out = np.asarray(getattr(self.model, method)(X))
+            out.setflags(write=False)
+            with self._lock:
+                self.predictions[key] = out
+                while len(self.predictions) > 4:
+                    self.predictions.popitem(last=False)
+        return out.copy()
 
 
 class CachedFit:
@@ -98,7 +124,8 @@ class CachedFit:
 
     ``fit(X, y)`` looks up the digest of (class, parameters, X, y); on a miss it fits the
     wrapped estimator and stores it. ``predict`` / ``predict_proba`` delegate to the fitted
-    model ``estimator_``. The wrapped estimator must be deterministic given its parameters
+    model ``estimator_`` and keep its last few answers by a digest of the input, so the
+    same rows are predicted once (a BART prediction walks every tree of every draw). The wrapped estimator must be deterministic given its parameters
     (a fixed ``random_state``, one thread), which the factories below guarantee.
     """
 
@@ -110,18 +137,19 @@ class CachedFit:
         key = _digest(self.estimator, X, y)
         fitted = self.cache.get(key)
         if fitted is None:
-            fitted = self.estimator.fit(X, y)
+            fitted = _Fitted(self.estimator.fit(X, y))
             self.cache.put(key, fitted)
-        self.estimator_ = fitted
-        if hasattr(fitted, "classes_"):
-            self.classes_ = fitted.classes_
+        self._fitted = fitted
+        self.estimator_ = fitted.model
+        if hasattr(fitted.model, "classes_"):
+            self.classes_ = fitted.model.classes_
         return self
 
     def predict(self, X):
-        return self.estimator_.predict(X)
+        return self._fitted.call("predict", X)
 
     def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+        return self._fitted.call("predict_proba", X)
 
     def get_params(self, deep: bool = False) -> dict:
         return {"estimator": self.estimator, "cache": self.cache}

@@ -18,7 +18,9 @@ Built in:
   out-of-fold propensity as a feature (``outcome_features="covariates+propensity"``).
 - ``"gbm_bart"``: the ``gbm_linear_tree`` models, each outcome prediction averaged with the
   posterior mean of a BART fitted once per arm (:mod:`causalflow.oci.bart_learners`); the
-  learner of the ACIC 2016 evaluation.
+  round 4 of the ACIC 2016 research.
+- ``"gbm_bart_x"``: ``"gbm_bart"`` with the X-learner recombination of the two arms'
+  predictions (``cross_fit(x_learner=True)``); the learner of the ACIC 2016 evaluation.
 
 Examples
 --------
@@ -59,6 +61,9 @@ class Learner:
         A Bayesian regressor (posterior-mean prediction) fitted once per arm on all of the
         arm's rows and averaged with the cross-fitted outcome model (``cross_fit``'s
         ``posterior_factory``).
+    x_learner : bool
+        Rebuild each arm's outcome prediction from the other arm's plus a cross-fitted
+        effect model where the arm has few units (``cross_fit``'s ``x_learner``).
     """
 
     name: str
@@ -67,6 +72,7 @@ class Learner:
     flexible: bool = False
     outcome_features: str = "covariates"
     posterior_regressor: Callable[[int], object] | None = None
+    x_learner: bool = False
 
 
 def _linear_classifier(seed: int):
@@ -139,7 +145,8 @@ _REGISTRY: dict[str, Learner] = {}
 def register_learner(name: str, classifier: Callable[[int], object], regressor: Callable[[int], object],
                      *, flexible: bool = False, replace: bool = False,
                      outcome_features: str = "covariates",
-                     posterior_regressor: Callable[[int], object] | None = None) -> Learner:
+                     posterior_regressor: Callable[[int], object] | None = None,
+                     x_learner: bool = False) -> Learner:
     """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
 
     Examples
@@ -161,7 +168,8 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
                               f"'covariates+propensity', got {outcome_features!r}")
     if posterior_regressor is not None and not callable(posterior_regressor):
         raise ValidationError(f"learner {name!r}: posterior_regressor must be a callable of the seed or None")
-    entry = Learner(name, classifier, regressor, flexible, outcome_features, posterior_regressor)
+    entry = Learner(name, classifier, regressor, flexible, outcome_features, posterior_regressor,
+                    bool(x_learner))
     _REGISTRY[name] = entry
     return entry
 
@@ -199,6 +207,9 @@ def _register_gbm_linear_tree() -> None:
 
     register_learner("gbm_bart", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
                      posterior_regressor=bart_regressor)
+    # ... and recombined as an X-learner (chosen on ACIC 2016, round 5)
+    register_learner("gbm_bart_x", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
+                     posterior_regressor=bart_regressor, x_learner=True)
 
 
 _register_gbm_linear_tree()

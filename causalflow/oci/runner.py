@@ -236,7 +236,8 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
     fit = est.cross_fit(X, t, outcomes, folds, get_learner(spec.propensity_learner).classifier,
                         outcome_learner.regressor, spec.seed,
                         outcome_features=outcome_learner.outcome_features,
-                        posterior_factory=outcome_learner.posterior_regressor)
+                        posterior_factory=outcome_learner.posterior_regressor,
+                        x_learner=outcome_learner.x_learner)
     e = np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip)
 
     if spec.trimming == "none":

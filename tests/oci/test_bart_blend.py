@@ -111,3 +111,24 @@ def test_registry_and_runner_route_the_posterior_member():
     # 1e-8: the same formula on predictions from two least-squares solvers
     np.testing.assert_allclose(res.estimate("ATE").estimate, psi.mean(), rtol=1e-8)
     np.testing.assert_allclose(res.estimate("ATE").std_error, psi.std() / np.sqrt(len(y)), rtol=1e-8)
+
+
+def test_cached_fit_memoises_predictions_without_sharing_them():
+    from causalflow.oci.gbm_learners import CachedFit, FitCache
+
+    class Counting(LinearRegression):
+        calls = 0
+
+        def predict(self, X):
+            Counting.calls += 1
+            return super().predict(X)
+
+    X, t, y, _ = _data(n=100)
+    model = CachedFit(Counting(), FitCache()).fit(X, y)
+    a = model.predict(X)
+    a[:] = 0.0                                   # the caller's copy, not the cache's
+    b = model.predict(X)
+    np.testing.assert_allclose(b, _lstsq(X, y, X), rtol=1e-8)   # 1e-8: two least-squares solvers
+    assert Counting.calls == 1                   # the same rows are predicted once
+    c = model.predict(X[:10] + 1.0)
+    assert Counting.calls == 2 and c.shape == (10,)
