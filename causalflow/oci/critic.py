@@ -11,7 +11,8 @@ Verdicts (per estimand):
 
 Proposals are concrete spec changes (:func:`causalflow.oci.spec.apply_change`):
 
-- overlap / extreme weights for ATE or ATT -> add ATO, and Crump trimming;
+- overlap / extreme weights / extrapolation dependence for ATE or ATT -> add ATO, and
+  Crump trimming;
 - an imbalanced confounder outside the adjustment set (weighted |SMD| >= 0.2, or
   >= 0.1 when a placebo outcome shows an effect) -> add it, as high priority;
 - imbalance of a confounder in the model with a linear learner -> a flexible learner;
@@ -156,9 +157,10 @@ class RuleCritic:
             checks = {c.name: c for c in diag.checks if c.name != "placebo"}
             bad = lambda name: name in checks and checks[name].status in ("warn", "fail")  # noqa: E731
             placebo_flags = [c for c in diag.checks if c.name == "placebo" and c.status in ("warn", "fail")]
-            poor_overlap = diag.estimand != "ATO" and (bad("overlap") or bad("extreme_weights"))
+            support = ("overlap", "extreme_weights", "extrapolation")
+            poor_overlap = diag.estimand != "ATO" and any(bad(n) for n in support)
             if poor_overlap:
-                why = "; ".join(_reason(checks[n]) for n in ("overlap", "extreme_weights") if bad(n))
+                why = "; ".join(_reason(checks[n]) for n in support if bad(n))
                 if "ATO" not in spec.estimands:
                     propose("add_estimand", {"add_estimands": ["ATO"]},
                             f"{diag.estimand} is poorly supported ({why}); the overlap-weighted effect "

@@ -47,6 +47,10 @@ class Thresholds:
         A significant estimate whose confidence-limit E-value is below this is fragile (1.25).
     min_arm : int
         Fewer treated or control units than this in the analysed population fails (20).
+    dependence_warn, dependence_fail : float
+        The estimate moves by this many standard errors or more between two ways of
+        extrapolating the outcome models (an X-learner and the arms' own regressions):
+        a caveat (0.5) / a failure (1.0).
     """
 
     smd_fail: float = 0.2
@@ -59,6 +63,8 @@ class Thresholds:
     placebo_alpha: float = 0.05
     e_value_warn: float = 1.25
     min_arm: int = 20
+    dependence_warn: float = 0.5
+    dependence_fail: float = 1.0
 
     def __post_init__(self) -> None:
         from ..errors import ValidationError
@@ -67,10 +73,11 @@ class Thresholds:
         if not 0 < lo < hi < 1:
             raise ValidationError(f"Thresholds.overlap_bounds: need 0 < low < high < 1, got {self.overlap_bounds}")
         for name in ("smd_warn", "smd_fail", "overlap_warn", "overlap_fail", "ess_fail", "ess_warn",
-                     "placebo_alpha"):
+                     "placebo_alpha", "dependence_warn", "dependence_fail"):
             if not getattr(self, name) > 0:
                 raise ValidationError(f"Thresholds.{name}: must be positive")
-        if self.smd_warn > self.smd_fail or self.overlap_warn > self.overlap_fail or self.ess_fail > self.ess_warn:
+        if (self.smd_warn > self.smd_fail or self.overlap_warn > self.overlap_fail
+                or self.ess_fail > self.ess_warn or self.dependence_warn > self.dependence_fail):
             raise ValidationError("Thresholds: a warning threshold lies beyond its failure threshold")
 
 
@@ -317,7 +324,8 @@ class Check:
     ----------
     name : str
         ``balance_high``, ``balance_other``, ``overlap``, ``extreme_weights``,
-        ``placebo``, ``sensitivity``, ``sample_size``, ``population``, ``estimation``.
+        ``extrapolation``, ``placebo``, ``sensitivity``, ``sample_size``, ``population``,
+        ``estimation``.
     value : float or None
     warn_at, fail_at : float or None
     status : "pass" / "warn" / "fail" / "skipped"
@@ -373,7 +381,7 @@ def _graded(name, value, warn_at, fail_at, detail, subject=None, higher_is_worse
 
 def evaluate_checks(estimand: str, balance, overlap: OverlapSummary, placebo, sensitivity,
                     estimate_p: float, trimmed: bool, th: Thresholds, n_treated: int,
-                    n_control: int) -> tuple[Check, ...]:
+                    n_control: int, dependence: float | None = None) -> tuple[Check, ...]:
     """Compare the diagnostic values of one estimand with the thresholds.
 
     Rules (defaults of :class:`Thresholds`):
@@ -385,6 +393,12 @@ def evaluate_checks(estimand: str, balance, overlap: OverlapSummary, placebo, se
       ATO (overlap weights are bounded) nor after trimming (the population was
       redefined; the ``population`` check says so).
     - ``extreme_weights``: smallest per-arm ESS ratio; warn < 0.3, fail < 0.1 (ATE, ATT).
+    - ``extrapolation`` (when ``dependence`` is given): how far the estimate moves, in
+      standard errors, when the outcome predictions of the X-learner recombination are
+      replaced by the arms' own regressions; warn >= 0.5, fail >= 1.0. Two reasonable
+      extrapolations into regions where an arm has no units disagreeing by more than the
+      sampling error means the data do not determine the estimate (model dependence,
+      King & Zeng 2006, "The dangers of extreme counterfactuals", Political Analysis 14).
     - ``placebo``: each placebo effect with p < 0.05 is a warning.
     - ``sensitivity``: a significant estimate whose confidence-limit E-value < 1.25 is a warning.
     - ``sample_size``: fewer than 20 treated or control units fails.
@@ -421,6 +435,10 @@ def evaluate_checks(estimand: str, balance, overlap: OverlapSummary, placebo, se
     else:
         checks.append(_graded("extreme_weights", overlap.ess_ratio, th.ess_warn, th.ess_fail,
                               "smallest per-arm effective sample size ratio", higher_is_worse=False))
+    if dependence is not None:
+        checks.append(_graded("extrapolation", dependence, th.dependence_warn, th.dependence_fail,
+                              "|estimate (X-learner outcome predictions) - estimate (the arms' own "
+                              "regressions)| / standard error"))
     for result in placebo:
         checks.append(_graded("placebo", result.p_value, th.placebo_alpha, None,
                               f"placebo outcome {result.outcome}: estimate {result.estimate:.4g} "

@@ -242,12 +242,17 @@ class CrossFit:
     m0, m1 : dict outcome name -> ndarray (n,)
         Out-of-fold outcome regressions per arm, one entry per outcome.
     folds : ndarray (n,) of int
+    m0_arms, m1_arms : dict or None
+        With ``x_learner``: the predictions before the X-learner recombination (each arm's
+        own regression), kept for the ``extrapolation`` diagnostic; else None.
     """
 
     e: np.ndarray
     m0: dict
     m1: dict
     folds: np.ndarray
+    m0_arms: dict | None = None
+    m1_arms: dict | None = None
 
 
 def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, seed: int, *,
@@ -342,11 +347,13 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
                 reg.fit(X[arm_mask], y[arm_mask])
                 target += reg.predict(X)
                 target *= 0.5
-    if x_learner:
-        for name, y in outcomes.items():
-            m0[name], m1[name] = _x_learner_predictions(X, y, treated, e, m0[name], m1[name], folds,
-                                                        outcome_factory, seed)
-    return CrossFit(e, m0, m1, folds)
+    if not x_learner:
+        return CrossFit(e, m0, m1, folds)
+    m0x, m1x = {}, {}
+    for name, y in outcomes.items():
+        m0x[name], m1x[name] = _x_learner_predictions(X, y, treated, e, m0[name], m1[name], folds,
+                                                      outcome_factory, seed)
+    return CrossFit(e, m0x, m1x, folds, m0, m1)
 
 
 def _x_learner_predictions(X, y, treated, e, m0, m1, folds, factory, seed):

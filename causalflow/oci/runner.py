@@ -289,6 +289,15 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
         overlap = overlap_summary(estimand, tt, ee, w, th.overlap_bounds,
                                   n_trimmed=int((~rows).sum()), alpha=alpha if trimmed else 0.0)
         sens = _sensitivity(kern, (lo, hi), sd_y, linear_fits[key])
-        checks = evaluate_checks(estimand, balance, overlap, placebo, sens, kern.p_value, trimmed, th, n1, n0)
+        dependence = None
+        if fit.m0_arms is not None and not weighted:
+            # the same doubly robust estimate from the arms' own regressions (no X-learner)
+            own = est.estimate(estimand, y[rows], tt, ee, fit.m0_arms["__outcome__"][rows],
+                               fit.m1_arms["__outcome__"][rows])
+            ref = est.estimate(estimand, y[rows], tt, ee, fit.m0["__outcome__"][rows],
+                               fit.m1["__outcome__"][rows])
+            dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None
+        checks = evaluate_checks(estimand, balance, overlap, placebo, sens, kern.p_value, trimmed, th, n1, n0,
+                                 dependence=dependence)
         diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, placebo, sens, checks))
     return SpecResult(spec, tuple(estimates), tuple(diagnostics), float(alpha), e, t.copy(), kept)

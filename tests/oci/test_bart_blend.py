@@ -132,3 +132,80 @@ def test_cached_fit_memoises_predictions_without_sharing_them():
     assert Counting.calls == 1                   # the same rows are predicted once
     c = model.predict(X[:10] + 1.0)
     assert Counting.calls == 2 and c.shape == (10,)
+
+
+def _ref_x_learner(X, t, y, folds, e, m0, m1):
+    """The X-learner recombination written out with per-fold least squares for tau0 / tau1."""
+    tau1, tau0 = np.empty(len(y)), np.empty(len(y))
+    for k in np.unique(folds):
+        test = folds == k
+        rows1, rows0 = (~test) & (t == 1), (~test) & (t == 0)
+        tau1[test] = _lstsq(X[rows1], (y - m0)[rows1], X[test])
+        tau0[test] = _lstsq(X[rows0], (m1 - y)[rows0], X[test])
+    return (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)
+
+
+def test_x_learner_recombination_matches_the_formula():
+    X, t, y, _ = _data()
+    folds = make_folds(t, 3, 0)
+    clf = lambda s: LogisticRegression(random_state=s)  # noqa: E731
+    plain = cross_fit(X, t, {"y": y}, folds, clf, lambda s: LinearRegression(), 0)
+    xfit = cross_fit(X, t, {"y": y}, folds, clf, lambda s: LinearRegression(), 0, x_learner=True)
+    assert plain.m0_arms is None
+    np.testing.assert_array_equal(xfit.m0_arms["y"], plain.m0["y"])   # the arms' own regressions kept
+    np.testing.assert_array_equal(xfit.m1_arms["y"], plain.m1["y"])
+    m0x, m1x = _ref_x_learner(X, t, y, folds, plain.e, plain.m0["y"], plain.m1["y"])
+    # 1e-8: least squares by two solvers
+    np.testing.assert_allclose(xfit.m0["y"], m0x, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(xfit.m1["y"], m1x, rtol=1e-8, atol=1e-10)
+    assert not np.allclose(xfit.m1["y"], plain.m1["y"])
+
+
+def test_extrapolation_check_and_the_critics_proposal():
+    from causalflow.oci.critic import RuleCritic
+    from causalflow.oci.diagnostics import Thresholds
+
+    register_learner("lin_x_test", lambda s: LogisticRegression(random_state=s),
+                     lambda s: LinearRegression(), x_learner=True, replace=True)
+    df, _ = good_overlap(n=600, seed=3)
+    covs = ("x1", "x2", "x3")
+    plan = Plan(data=df, treatment="t", outcome="y", confounders=list(covs))
+    data = prepare_data(plan)
+    spec = Spec(estimands=("ATE", "ATT"), covariates=covs, priorities=tuple((c, "high") for c in covs),
+                propensity_learner="lin_x_test", outcome_learner="lin_x_test", n_folds=3)
+    res = run_spec(data, spec)
+    X, t, y = df[list(covs)].to_numpy(float), df["t"].to_numpy(float), df["y"].to_numpy(float)
+    folds = make_folds(t, 3, spec.seed)
+    own = {arm: np.empty(len(y)) for arm in (0.0, 1.0)}
+    for arm in (0.0, 1.0):
+        for k in range(3):
+            test = folds == k
+            rows = (~test) & (t == arm)
+            own[arm][test] = _lstsq(X[rows], y[rows], X[test])
+    e = res.propensity          # clipped; the recombination weights use the unclipped e,
+    assert e.min() > 0.05 and e.max() < 0.95   # which equals it here (no unit near the clip)
+    m0x, m1x = _ref_x_learner(X, t, y, folds, e, own[0.0], own[1.0])
+    for estimand in ("ATE", "ATT"):
+        if estimand == "ATE":
+            psi_x = m1x - m0x + t * (y - m1x) / e - (1 - t) * (y - m0x) / (1 - e)
+            psi_o = own[1.0] - own[0.0] + t * (y - own[1.0]) / e - (1 - t) * (y - own[0.0]) / (1 - e)
+            tau_x, se_x, tau_o = psi_x.mean(), psi_x.std() / np.sqrt(len(y)), psi_o.mean()
+        else:
+            p = t.mean()
+            a_x = t * (y - m0x) - (1 - t) * e / (1 - e) * (y - m0x)
+            a_o = t * (y - own[0.0]) - (1 - t) * e / (1 - e) * (y - own[0.0])
+            tau_x, tau_o = a_x.mean() / p, a_o.mean() / p
+            se_x = ((a_x - t * tau_x) / p).std() / np.sqrt(len(y))
+        check = next(c for c in res.diagnostics[("ATE", "ATT").index(estimand)].checks if c.name == "extrapolation")
+        # 1e-6: the ratio of differences of nearly equal AIPW estimates from two solvers
+        np.testing.assert_allclose(res.estimate(estimand).estimate, tau_x, rtol=1e-8)
+        np.testing.assert_allclose(check.value, abs(tau_x - tau_o) / se_x, rtol=1e-6, atol=1e-9)
+    # a threshold the value exceeds makes the check fail and the Critic propose ATO + trimming
+    value = max(c.value for d in res.diagnostics for c in d.checks if c.name == "extrapolation")
+    strict = Thresholds(dependence_warn=value / 4, dependence_fail=value / 2)
+    critique = RuleCritic(strict).review(plan, run_spec(data, spec, strict))
+    assert "not_satisfactory" in {v.verdict for v in critique.verdicts}
+    changes = [p.change for p in critique.proposals]
+    assert {"add_estimands": ["ATO"]} in changes and {"trimming": "crump"} in changes
+    with pytest.raises(ValidationError, match="Thresholds"):
+        Thresholds(dependence_warn=2.0, dependence_fail=1.0)
