@@ -48,8 +48,8 @@ __all__ = ["AcicData", "EstimandMetrics", "cli_main", "estimand_metrics", "evalu
 
 ESTIMAND_TRUTH = {"ATT": "satt", "ATE": "sate"}
 SETTING_COLUMNS = ("model.trt", "root.trt", "overlap.trt", "model.rsp", "alignment", "te.hetero")
-#: LightGBM + BART posterior-mean outcome models recombined as an X-learner (NOTES.md, round 5)
-DEFAULT_LEARNER = "gbm_bart_x"
+#: linear-leaf LightGBM outcome models recombined as an X-learner (benchmarks/acic/NOTES.md, round 6)
+DEFAULT_LEARNER = "gbm_x"
 #: the runner's AIPW with influence-function SEs; "aipw_sample" (Hajek AIPW with the sample-ATT
 #: variance, causalflow.oci.sample_estimands) is recorded alongside for comparison. On ACIC 2016
 #: the sample variance under-covers (nuisance bias), see benchmarks/acic/NOTES.md

@@ -243,7 +243,7 @@ class CrossFit:
         Out-of-fold outcome regressions per arm, one entry per outcome.
     folds : ndarray (n,) of int
     m0_arms, m1_arms : dict or None
-        With ``x_learner``: the predictions before the X-learner recombination (each arm's
+        With ``effect_factory``: the predictions before the X-learner recombination (each arm's
         own regression), kept for the ``extrapolation`` diagnostic; else None.
     """
 
@@ -257,7 +257,7 @@ class CrossFit:
 
 def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, seed: int, *,
               outcome_features: OutcomeFeatures = "covariates", posterior_factory=None,
-              x_learner: bool = False) -> CrossFit:
+              effect_factory=None) -> CrossFit:
     """Fit the nuisance models out of fold.
 
     For each fold k the propensity model is fitted on the other folds and predicts
@@ -288,10 +288,10 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     the one departure from the cross-fitting of Chernozhukov et al. (2018, Econometrics J.
     21), as in the competition's BART + TMLE entry.
 
-    ``x_learner=True`` then rebuilds each arm's prediction where that arm has few units,
-    after the X-learner of Kunzel, Sekhon, Bickel and Yu (2019, PNAS 116(10), "Metalearners
-    for estimating heterogeneous treatment effects using machine learning"): effect models
-    are fitted (``outcome_factory``, cross-fitted on the same folds) to the imputed effects
+``effect_factory`` (optional) then rebuilds each arm's prediction where that arm has few
+    units, after the X-learner of Kunzel, Sekhon, Bickel and Yu (2019, PNAS 116(10),
+    "Metalearners for estimating heterogeneous treatment effects using machine learning"):
+    effect models (``effect_factory``, cross-fitted on the same folds) are fitted to the imputed effects
     ``D1 = y - m0(x)`` of the treated and ``D0 = m1(x) - y`` of the controls, and
 
         m1'(x) = e(x) m1(x) + (1 - e(x)) (m0(x) + tau1(x)),
@@ -347,12 +347,12 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
                 reg.fit(X[arm_mask], y[arm_mask])
                 target += reg.predict(X)
                 target *= 0.5
-    if not x_learner:
+    if effect_factory is None:
         return CrossFit(e, m0, m1, folds)
     m0x, m1x = {}, {}
     for name, y in outcomes.items():
         m0x[name], m1x[name] = _x_learner_predictions(X, y, treated, e, m0[name], m1[name], folds,
-                                                      outcome_factory, seed)
+                                                      effect_factory, seed)
     return CrossFit(e, m0x, m1x, folds, m0, m1)
 
 

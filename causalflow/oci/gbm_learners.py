@@ -36,7 +36,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["CachedFit", "FitCache", "gbm_classifier", "gbm_linear_tree_regressor", "FIT_CACHE"]
+__all__ = ["CachedFit", "FitCache", "gbm_classifier", "gbm_linear_tree_regressor", "gbm_tree_regressor",
+           "FIT_CACHE"]
 
 
 class FitCache:
@@ -173,3 +174,15 @@ def gbm_linear_tree_regressor(seed: int, cache: FitCache | None = None) -> Cache
 
     return CachedFit(LGBMRegressor(n_estimators=300, learning_rate=0.08, num_leaves=15,
                                    linear_tree=True, random_state=seed, **_COMMON), cache)
+
+
+def gbm_tree_regressor(seed: int, cache: FitCache | None = None) -> CachedFit:
+    """LightGBM with constant leaves (300 trees, rate 0.08, 15 leaves), cached.
+
+    The effect model of the ``gbm_x`` learner: beyond the data it predicts the value of the
+    outermost leaves (flat), where linear leaves would extend a slope without bound.
+    """
+    from lightgbm import LGBMRegressor
+
+    return CachedFit(LGBMRegressor(n_estimators=300, learning_rate=0.08, num_leaves=15,
+                                   random_state=seed, **_COMMON), cache)

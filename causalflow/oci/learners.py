@@ -20,7 +20,10 @@ Built in:
   posterior mean of a BART fitted once per arm (:mod:`causalflow.oci.bart_learners`); the
   round 4 of the ACIC 2016 research.
 - ``"gbm_bart_x"``: ``"gbm_bart"`` with the X-learner recombination of the two arms'
-  predictions (``cross_fit(x_learner=True)``); the learner of the ACIC 2016 evaluation.
+  predictions, the effect models being linear-leaf LightGBM (``cross_fit(effect_factory=)``).
+- ``"gbm_x"``: ``"gbm_linear_tree"`` recombined as an X-learner whose effect models are
+  constant-leaf LightGBM (flat, not linear, outside the data); the learner of the
+  ACIC 2016 evaluation.
 
 Examples
 --------
@@ -61,9 +64,10 @@ class Learner:
         A Bayesian regressor (posterior-mean prediction) fitted once per arm on all of the
         arm's rows and averaged with the cross-fitted outcome model (``cross_fit``'s
         ``posterior_factory``).
-    x_learner : bool
-        Rebuild each arm's outcome prediction from the other arm's plus a cross-fitted
-        effect model where the arm has few units (``cross_fit``'s ``x_learner``).
+    effect_regressor : callable(seed) -> estimator, or None
+        Makes the effect models of an X-learner recombination: each arm's outcome prediction
+        is rebuilt from the other arm's plus a cross-fitted effect model where the arm has
+        few units (``cross_fit``'s ``effect_factory``).
     """
 
     name: str
@@ -72,7 +76,7 @@ class Learner:
     flexible: bool = False
     outcome_features: str = "covariates"
     posterior_regressor: Callable[[int], object] | None = None
-    x_learner: bool = False
+    effect_regressor: Callable[[int], object] | None = None
 
 
 def _linear_classifier(seed: int):
@@ -146,7 +150,7 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
                      *, flexible: bool = False, replace: bool = False,
                      outcome_features: str = "covariates",
                      posterior_regressor: Callable[[int], object] | None = None,
-                     x_learner: bool = False) -> Learner:
+                     effect_regressor: Callable[[int], object] | None = None) -> Learner:
     """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
 
     Examples
@@ -166,10 +170,11 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
     if outcome_features not in ("covariates", "covariates+propensity"):
         raise ValidationError(f"learner {name!r}: outcome_features must be 'covariates' or "
                               f"'covariates+propensity', got {outcome_features!r}")
-    if posterior_regressor is not None and not callable(posterior_regressor):
-        raise ValidationError(f"learner {name!r}: posterior_regressor must be a callable of the seed or None")
+    for field, value in (("posterior_regressor", posterior_regressor), ("effect_regressor", effect_regressor)):
+        if value is not None and not callable(value):
+            raise ValidationError(f"learner {name!r}: {field} must be a callable of the seed or None")
     entry = Learner(name, classifier, regressor, flexible, outcome_features, posterior_regressor,
-                    bool(x_learner))
+                    effect_regressor)
     _REGISTRY[name] = entry
     return entry
 
@@ -196,7 +201,7 @@ register_learner("hist_gbm", _hgb_classifier, _hgb_regressor, flexible=True)
 def _register_gbm_linear_tree() -> None:
     # LightGBM propensity + linear-leaf LightGBM outcome, fits cached across loop iterations
     # (causalflow.oci.gbm_learners; chosen on ACIC 2016, benchmarks/acic/NOTES.md)
-    from .gbm_learners import gbm_classifier, gbm_linear_tree_regressor
+    from .gbm_learners import gbm_classifier, gbm_linear_tree_regressor, gbm_tree_regressor
 
     register_learner("gbm_linear_tree", gbm_classifier, gbm_linear_tree_regressor, flexible=True)
     # the same models, the outcome models also given the out-of-fold propensity logit
@@ -209,7 +214,11 @@ def _register_gbm_linear_tree() -> None:
                      posterior_regressor=bart_regressor)
     # ... and recombined as an X-learner (chosen on ACIC 2016, round 5)
     register_learner("gbm_bart_x", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
-                     posterior_regressor=bart_regressor, x_learner=True)
+                     posterior_regressor=bart_regressor, effect_regressor=gbm_linear_tree_regressor)
+    # the gbm_linear_tree models recombined as an X-learner with flat-extrapolating effect
+    # models (chosen on ACIC 2016, round 6)
+    register_learner("gbm_x", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
+                     effect_regressor=gbm_tree_regressor)
 
 
 _register_gbm_linear_tree()

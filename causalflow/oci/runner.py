@@ -237,7 +237,7 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
                         outcome_learner.regressor, spec.seed,
                         outcome_features=outcome_learner.outcome_features,
                         posterior_factory=outcome_learner.posterior_regressor,
-                        x_learner=outcome_learner.x_learner)
+                        effect_factory=outcome_learner.effect_regressor)
     e = np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip)
 
     if spec.trimming == "none":

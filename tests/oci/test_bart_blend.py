@@ -150,7 +150,8 @@ def test_x_learner_recombination_matches_the_formula():
     folds = make_folds(t, 3, 0)
     clf = lambda s: LogisticRegression(random_state=s)  # noqa: E731
     plain = cross_fit(X, t, {"y": y}, folds, clf, lambda s: LinearRegression(), 0)
-    xfit = cross_fit(X, t, {"y": y}, folds, clf, lambda s: LinearRegression(), 0, x_learner=True)
+    xfit = cross_fit(X, t, {"y": y}, folds, clf, lambda s: LinearRegression(), 0,
+                     effect_factory=lambda s: LinearRegression())
     assert plain.m0_arms is None
     np.testing.assert_array_equal(xfit.m0_arms["y"], plain.m0["y"])   # the arms' own regressions kept
     np.testing.assert_array_equal(xfit.m1_arms["y"], plain.m1["y"])
@@ -166,7 +167,8 @@ def test_extrapolation_check_and_the_critics_proposal():
     from causalflow.oci.diagnostics import Thresholds
 
     register_learner("lin_x_test", lambda s: LogisticRegression(random_state=s),
-                     lambda s: LinearRegression(), x_learner=True, replace=True)
+                     lambda s: LinearRegression(), effect_regressor=lambda s: LinearRegression(),
+                     replace=True)
     df, _ = good_overlap(n=600, seed=3)
     covs = ("x1", "x2", "x3")
     plan = Plan(data=df, treatment="t", outcome="y", confounders=list(covs))
