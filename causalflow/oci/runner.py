@@ -8,6 +8,8 @@ weights, or the grammar's weighted LinearModel), and compute every diagnostic.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,7 +183,9 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
     per-arm outcome models of the outcome and every placebo outcome; (4) clip the
     propensity to ``[clip, 1 - clip]``; (5) trimming for ATE / ATT (fixed alpha or
     Crump et al. 2009); (6) the estimates (:mod:`causalflow.oci.estimators`, or the
-    weighted LinearModel when ``spec.final_stage == "weighted_linear"``); (7) balance
+    weighted LinearModel when ``spec.final_stage == "weighted_linear"``; with an
+    X-learner outcome learner, the :func:`~causalflow.oci.estimators.bracket` of the
+    estimates from the arms' own regressions and from the X-learner); (7) balance
     (weighted / unweighted SMD of every plan confounder), overlap, placebo effects,
     sensitivity (E-value; Cinelli-Hazlett RV of the linear outcome regression), and
     the graded checks.
@@ -209,6 +213,15 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
 
     with threadpool_limits(limits=blas_threads):
         return _run_spec(data, spec, thresholds)
+
+
+def _kernel(estimand, sample_stage: bool, y, t, e, rows, m0, m1):
+    """The final-stage estimate of ``estimand`` on ``rows`` from outcome predictions m0, m1."""
+    if sample_stage:
+        from .sample_estimands import sample_estimate
+
+        return sample_estimate(estimand, y, t, e, m0[rows], m1[rows])
+    return est.estimate(estimand, y, t, e, m0[rows], m1[rows])
 
 
 def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> SpecResult:
@@ -260,18 +273,26 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             raise ValidationError(f"Spec.trimming: trimming at alpha = {alpha:.4g} leaves no "
                                   f"{'treated' if n1 == 0 else 'control'} units for {estimand}")
         w = est.balancing_weights(estimand, tt, ee)
+        sample_stage = spec.final_stage == "aipw_sample" and estimand != "ATO"
+        kernel = functools.partial(_kernel, estimand, sample_stage, y[rows], tt, ee, rows)
+        dependence = None
         if weighted:
             from . import final_stage
 
             kern = final_stage.weighted_linear_effect(frame.loc[rows, list(spec.covariates)], y[rows], tt, w)
-        elif spec.final_stage == "aipw_sample" and estimand != "ATO":
-            from .sample_estimands import sample_estimate
-
-            kern = sample_estimate(estimand, y[rows], tt, ee, fit.m0["__outcome__"][rows],
-                                   fit.m1["__outcome__"][rows])
+        elif fit.m0_arms is None:
+            kern = kernel(fit.m0["__outcome__"], fit.m1["__outcome__"])
         else:
-            kern = est.estimate(estimand, y[rows], tt, ee, fit.m0["__outcome__"][rows],
-                                fit.m1["__outcome__"][rows])
+            # X-learner: bracket the estimates of the two extrapolations (est.bracket), and
+            # measure their distance in standard errors of the AIPW (the extrapolation check)
+            own_m = (fit.m0_arms["__outcome__"], fit.m1_arms["__outcome__"])
+            x_m = (fit.m0["__outcome__"], fit.m1["__outcome__"])
+            kern = est.bracket(kernel(*own_m), kernel(*x_m))
+            if sample_stage:
+                own, ref = (_kernel(estimand, False, y[rows], tt, ee, rows, *m) for m in (own_m, x_m))
+            else:
+                own, ref = kern.components
+            dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None
         lo, hi = kern.interval()
         estimates.append(EstimandResult(
             estimand, _population_label(estimand, alpha, trimmed), kern.estimate, kern.std_error,
@@ -289,14 +310,6 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
         overlap = overlap_summary(estimand, tt, ee, w, th.overlap_bounds,
                                   n_trimmed=int((~rows).sum()), alpha=alpha if trimmed else 0.0)
         sens = _sensitivity(kern, (lo, hi), sd_y, linear_fits[key])
-        dependence = None
-        if fit.m0_arms is not None and not weighted:
-            # the same doubly robust estimate from the arms' own regressions (no X-learner)
-            own = est.estimate(estimand, y[rows], tt, ee, fit.m0_arms["__outcome__"][rows],
-                               fit.m1_arms["__outcome__"][rows])
-            ref = est.estimate(estimand, y[rows], tt, ee, fit.m0["__outcome__"][rows],
-                               fit.m1["__outcome__"][rows])
-            dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None
         checks = evaluate_checks(estimand, balance, overlap, placebo, sens, kern.p_value, trimmed, th, n1, n0,
                                  dependence=dependence)
         diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, placebo, sens, checks))

@@ -200,7 +200,17 @@ def test_extrapolation_check_and_the_critics_proposal():
             se_x = ((a_x - t * tau_x) / p).std() / np.sqrt(len(y))
         check = next(c for c in res.diagnostics[("ATE", "ATT").index(estimand)].checks if c.name == "extrapolation")
         # 1e-6: the ratio of differences of nearly equal AIPW estimates from two solvers
-        np.testing.assert_allclose(res.estimate(estimand).estimate, tau_x, rtol=1e-8)
+        if estimand == "ATE":
+            se_o = psi_o.std() / np.sqrt(len(y))
+        else:
+            se_o = ((a_o - t * tau_o) / p).std() / np.sqrt(len(y))
+        r = res.estimate(estimand)
+        # the bracket: midpoint, and the hull of the two normal intervals (1e-8: two solvers)
+        np.testing.assert_allclose(r.estimate, (tau_x + tau_o) / 2, rtol=1e-8)
+        q = 1.959963984540054
+        np.testing.assert_allclose([r.ci_lower, r.ci_upper],
+                                   [min(tau_x - q * se_x, tau_o - q * se_o), max(tau_x + q * se_x, tau_o + q * se_o)],
+                                   rtol=1e-8)
         np.testing.assert_allclose(check.value, abs(tau_x - tau_o) / se_x, rtol=1e-6, atol=1e-9)
     # a threshold the value exceeds makes the check fail and the Critic propose ATO + trimming
     value = max(c.value for d in res.diagnostics for c in d.checks if c.name == "extrapolation")
@@ -211,3 +221,22 @@ def test_extrapolation_check_and_the_critics_proposal():
     assert {"add_estimands": ["ATO"]} in changes and {"trimming": "crump"} in changes
     with pytest.raises(ValidationError, match="Thresholds"):
         Thresholds(dependence_warn=2.0, dependence_fail=1.0)
+
+
+
+def test_bracket_interval_and_p_value():
+    from causalflow.oci.estimators import EstimateKernel, bracket
+
+    z = np.zeros(5)
+    a, b = EstimateKernel(1.0, 0.2, z, 2.0, 1.0, 5), EstimateKernel(2.0, 0.5, z, 3.0, 1.0, 5)
+    k = bracket(a, b)
+    q90 = 1.6448536269514722
+    assert k.estimate == 1.5 and k.components == (a, b)
+    np.testing.assert_allclose(k.interval(0.90), (1.0 - q90 * 0.2, 2.0 + q90 * 0.5), rtol=1e-12)
+    np.testing.assert_allclose(k.std_error, (2.0 + 1.959963984540054 * 0.5 - (1.0 - 1.959963984540054 * 0.2))
+                               / (2 * 1.959963984540054), rtol=1e-12)
+    assert k.p_value == max(a.p_value, b.p_value)        # same sign: both must exclude 0
+    c = EstimateKernel(-1.0, 0.2, z, 0.0, 1.0, 5)
+    assert bracket(a, c).p_value == 1.0                  # opposite signs: the hull always holds 0
+    with pytest.raises(ValueError, match="bracket"):
+        bracket(a, EstimateKernel(1.0, 0.2, np.zeros(3), 2.0, 1.0, 3))
