@@ -24,6 +24,23 @@ from causalflow.oci import estimators as E
 from causalflow.oci.gbm_learners import gbm_classifier, gbm_linear_tree_regressor
 
 
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs")
+    p.add_argument("--n-jobs", type=int, default=2)
+    p.add_argument("--save", default=None)
+
+
+def _pairs(a, default):
+    return [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else default
+
+
+def _aipw_pair(name, y, z, e, m0, m1) -> dict:
+    """The runner's AIPW ATT and ATE (estimate, IF SE) from outcome predictions m0, m1."""
+    att, ate = E.aipw_att(y, z, e, m0, m1), E.aipw_ate(y, z, e, m0, m1)
+    return {f"{name}_att": att.estimate, f"{name}_att_se": att.std_error,
+            f"{name}_ate": ate.estimate, f"{name}_ate_se": ate.std_error}
+
+
 def bart_s_learner(X, z, y, e, trees, gfr, mcmc, seed=1, feature="logit"):
     from stochtree import BARTModel
 
@@ -80,10 +97,7 @@ def one(setting, rep, trees, gfr, mcmc, feature, kind="t"):
     m0p, m1p = f0.mean(1), f1.mean(1)
     for name, m0, m1 in (("B", m0b, m1b), ("bart_aipw", m0p, m1p),
                          ("avg", (m0b + m0p) / 2, (m1b + m1p) / 2)):
-        att = E.aipw_att(y, z, e, m0, m1)
-        ate = E.aipw_ate(y, z, e, m0, m1)
-        out |= {f"{name}_att": att.estimate, f"{name}_att_se": att.std_error,
-                f"{name}_ate": ate.estimate, f"{name}_ate_se": ate.std_error}
+        out |= _aipw_pair(name, y, z, e, m0, m1)
     # plug-in posterior: SATT uses the observed treated outcomes
     satt_d = (y[t][:, None] - f0[t]).mean(0)
     sate_d = np.where(t[:, None], y[:, None] - f0, f1 - y[:, None]).mean(0)
@@ -111,17 +125,14 @@ def summarise(df):
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--pairs", nargs="*", default=None)
+    _common_args(p)
     p.add_argument("--trees", type=int, default=50)
     p.add_argument("--gfr", type=int, default=10)
     p.add_argument("--mcmc", type=int, default=100)
     p.add_argument("--feature", default="logit", choices=["logit", "raw", "none"])
     p.add_argument("--kind", default="t", choices=["s", "t"], help="S-learner (GFR) or T-learner (MCMC, --gfr = burn-in)")
-    p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--save", default=None)
     a = p.parse_args(argv)
-    pairs = ([tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs
-             else [(s, 1) for s in range(1, 78, 3)])
+    pairs = _pairs(a, [(s, 1) for s in range(1, 78, 3)])
     res = Parallel(n_jobs=a.n_jobs)(delayed(one)(s, r, a.trees, a.gfr, a.mcmc, a.feature, a.kind) for s, r in pairs)
     df = pd.DataFrame(res)
     if a.save:
@@ -181,24 +192,18 @@ def one_cf(setting, rep, trees, burn, mcmc):
     m0b, m1b, m0p, m1p = fit.m0["y"], fit.m1["y"], bfit.m0["y"], bfit.m1["y"]
     for name, m0, m1 in (("B", m0b, m1b), ("bart_aipw", m0p, m1p),
                          ("avg", (m0b + m0p) / 2, (m1b + m1p) / 2)):
-        att = E.aipw_att(y, z, e, m0, m1)
-        ate = E.aipw_ate(y, z, e, m0, m1)
-        out |= {f"{name}_att": att.estimate, f"{name}_att_se": att.std_error,
-                f"{name}_ate": ate.estimate, f"{name}_ate_se": ate.std_error}
+        out |= _aipw_pair(name, y, z, e, m0, m1)
     return out
 
 
 def main_cf(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--pairs", nargs="*", default=None)
+    _common_args(p)
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--burn", type=int, default=50)
     p.add_argument("--mcmc", type=int, default=50)
-    p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--save", default=None)
     a = p.parse_args(argv)
-    pairs = ([tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs
-             else [(s, 1) for s in range(1, 78, 3)])
+    pairs = _pairs(a, [(s, 1) for s in range(1, 78, 3)])
     df = pd.DataFrame(Parallel(n_jobs=a.n_jobs)(delayed(one_cf)(s, r, a.trees, a.burn, a.mcmc) for s, r in pairs))
     if a.save:
         df.to_csv(a.save, index=False)
@@ -227,10 +232,7 @@ def one_cf2(setting, rep, trees=200, burn=100, mcmc=100):
     m0b, m1b, m0p, m1p = fit.m0["y"], fit.m1["y"], bfit.m0["y"], bfit.m1["y"]
     for name, m0, m1 in (("B", m0b, m1b), ("bart_aipw", m0p, m1p),
                          ("avg", (m0b + m0p) / 2, (m1b + m1p) / 2)):
-        att = E.aipw_att(y, z, e, m0, m1)
-        ate = E.aipw_ate(y, z, e, m0, m1)
-        out |= {f"{name}_att": att.estimate, f"{name}_att_se": att.std_error,
-                f"{name}_ate": ate.estimate, f"{name}_ate_se": ate.std_error}
+        out |= _aipw_pair(name, y, z, e, m0, m1)
     return out
 
 
@@ -274,22 +276,16 @@ def one_x(setting, rep):
         m0x, m1x = x_adjust(ds.X, z, y, e, m0, m1, folds, gbm_linear_tree_regressor)
         out[f"cpu_x"] = time.process_time() - c
         for nm, a0, a1 in ((name, m0, m1), (name + "_x", m0x, m1x)):
-            att = E.aipw_att(y, z, e, a0, a1)
-            ate = E.aipw_ate(y, z, e, a0, a1)
-            out |= {f"{nm}_att": att.estimate, f"{nm}_att_se": att.std_error,
-                    f"{nm}_ate": ate.estimate, f"{nm}_ate_se": ate.std_error}
+            out |= _aipw_pair(nm, y, z, e, a0, a1)
     out["cpu_fits"] = c1 - c0
     return out
 
 
 def main_x(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--pairs", nargs="*", default=None)
-    p.add_argument("--n-jobs", type=int, default=1)
-    p.add_argument("--save", default=None)
+    _common_args(p)
     a = p.parse_args(argv)
-    pairs = ([tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs
-             else [(s, 1) for s in range(1, 78, 3)])
+    pairs = _pairs(a, [(s, 1) for s in range(1, 78, 3)])
     df = pd.DataFrame(Parallel(n_jobs=a.n_jobs)(delayed(one_x)(s, r) for s, r in pairs))
     if a.save:
         df.to_csv(a.save, index=False)
@@ -330,22 +326,16 @@ def one_v(setting, rep):
         variants[base + "_xlin"] = x_adjust(ds.X, z, y, fit.e, m0, m1, folds, gbm_linear_tree_regressor)
         variants[base + "_xtree"] = x_adjust(ds.X, z, y, fit.e, m0, m1, folds, _lgbm_trees)
     for nm, (a0, a1) in variants.items():
-        att = E.aipw_att(y, z, e, a0, a1)
-        ate = E.aipw_ate(y, z, e, a0, a1)
-        out |= {f"{nm}_att": att.estimate, f"{nm}_att_se": att.std_error,
-                f"{nm}_ate": ate.estimate, f"{nm}_ate_se": ate.std_error}
+        out |= _aipw_pair(nm, y, z, e, a0, a1)
     return out
 
 
 def main_v(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--pairs", nargs="*", default=None)
+    _common_args(p)
     p.add_argument("--rep", type=int, default=2)
-    p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--save", default=None)
     a = p.parse_args(argv)
-    pairs = ([tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs
-             else [(s, a.rep) for s in range(1, 78)])
+    pairs = _pairs(a, [(s, a.rep) for s in range(1, 78)])
     df = pd.DataFrame(Parallel(n_jobs=a.n_jobs)(delayed(one_v)(s, r) for s, r in pairs))
     if a.save:
         df.to_csv(a.save, index=False)
