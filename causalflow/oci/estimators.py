@@ -127,7 +127,8 @@ def bracket(a: EstimateKernel, b: EstimateKernel) -> EstimateKernel:
         raise ValueError(f"bracket: the two estimates have {a.n} and {b.n} units")
     influence = (a.influence + b.influence) / 2
     q = stats.norm.ppf(0.975)
-    lo, hi = min(a.interval()[0], b.interval()[0]), max(a.interval()[1], b.interval()[1])
+    (lo_a, hi_a), (lo_b, hi_b) = a.interval(), b.interval()
+    lo, hi = min(lo_a, lo_b), max(hi_a, hi_b)
     return EstimateKernel(float((a.estimate + b.estimate) / 2), float((hi - lo) / (2 * q)), influence,
                           float((a.mu1 + b.mu1) / 2), float((a.mu0 + b.mu0) / 2), a.n, (a, b))
 
@@ -331,10 +332,11 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     the one departure from the cross-fitting of Chernozhukov et al. (2018, Econometrics J.
     21), as in the competition's BART + TMLE entry.
 
-``effect_factory`` (optional) then rebuilds each arm's prediction where that arm has few
+    ``effect_factory`` (optional) then rebuilds each arm's prediction where that arm has few
     units, after the X-learner of Kunzel, Sekhon, Bickel and Yu (2019, PNAS 116(10),
     "Metalearners for estimating heterogeneous treatment effects using machine learning"):
-    effect models (``effect_factory``, cross-fitted on the same folds) are fitted to the imputed effects
+    effect models (``effect_factory``, cross-fitted on the same folds) are fitted to the
+    imputed effects
     ``D1 = y - m0(x)`` of the treated and ``D0 = m1(x) - y`` of the controls, and
 
         m1'(x) = e(x) m1(x) + (1 - e(x)) (m0(x) + tau1(x)),

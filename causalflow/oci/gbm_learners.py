@@ -1,6 +1,7 @@
 """Gradient-boosted learners for the OCI runner, and a fit cache shared by loop iterations.
 
-Two registry entries use these (see :mod:`causalflow.oci.learners`):
+The registry entries ``gbm_linear_tree``, ``gbm_linear_tree_ps``, ``gbm_bart``,
+``gbm_bart_x`` and ``gbm_x`` are built from these (see :mod:`causalflow.oci.learners`):
 
 - ``"gbm_linear_tree"``: propensity by LightGBM classification trees (200 trees, learning
   rate 0.08, 15 leaves, row and column subsampling 0.8); outcome by LightGBM trees with
@@ -10,8 +11,10 @@ Two registry entries use these (see :mod:`causalflow.oci.learners`):
   with few splits and the interactions / steps with the splits; on the ACIC 2016 data
   (benchmarks/acic/NOTES.md) they beat plain trees, ridge, additive splines and their
   stacks.
+- the effect models of ``"gbm_x"``: the same trees with constant leaves
+  (:func:`gbm_tree_regressor`), which extrapolate flat.
 
-Both are wrapped in :class:`CachedFit`: the loop re-runs the runner after each critique,
+All are wrapped in :class:`CachedFit`: the loop re-runs the runner after each critique,
 and when only the trimming or the estimands change the nuisance fits are the same (same
 rows, same outcome, same seed). The cache keys a fit by a digest of the estimator's class
 and parameters and the training arrays, so a hit returns the very model a refit would
@@ -126,7 +129,8 @@ class CachedFit:
     ``fit(X, y)`` looks up the digest of (class, parameters, X, y); on a miss it fits the
     wrapped estimator and stores it. ``predict`` / ``predict_proba`` delegate to the fitted
     model ``estimator_`` and keep its last few answers by a digest of the input, so the
-    same rows are predicted once (a BART prediction walks every tree of every draw). The wrapped estimator must be deterministic given its parameters
+    same rows are predicted once (a BART prediction walks every tree of every draw). The
+    wrapped estimator must be deterministic given its parameters
     (a fixed ``random_state``, one thread), which the factories below guarantee.
     """
 

@@ -17,7 +17,7 @@ Built in:
 - ``"gbm_linear_tree_ps"``: the same, the outcome models also given the logit of the
   out-of-fold propensity as a feature (``outcome_features="covariates+propensity"``).
 - ``"gbm_bart"``: the ``gbm_linear_tree`` models, each outcome prediction averaged with the
-  posterior mean of a BART fitted once per arm (:mod:`causalflow.oci.bart_learners`); the
+  posterior mean of a BART fitted once per arm (:mod:`causalflow.oci.bart_learners`);
   round 4 of the ACIC 2016 research.
 - ``"gbm_bart_x"``: ``"gbm_bart"`` with the X-learner recombination of the two arms'
   predictions, the effect models being linear-leaf LightGBM (``cross_fit(effect_factory=)``).

@@ -9,7 +9,6 @@ weights, or the grammar's weighted LinearModel), and compute every diagnostic.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import numpy as np
