@@ -233,10 +233,10 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
                             "ci_lower": r.ci_lower, "ci_upper": r.ci_upper,
                             "verdict": it.verdicts[estimand], "population": r.population,
                             "final_estimate": final.estimate, "final_population": final.population}
-    # the same scored specs with the other AIPW final stage ("aipw" <-> "aipw_sample"), for
+    # the same scored specs with another final stage ("aipw" <-> "aipw_sample" <- "tmle"), for
     # comparison (the nuisance fits come from the learners' fit cache when they are cached)
     alternative = {}
-    other = {"aipw": "aipw_sample", "aipw_sample": "aipw"}.get(final_stage)
+    other = {"aipw": "aipw_sample", "aipw_sample": "aipw", "tmle": "aipw_sample"}.get(final_stage)
     if other is not None:
         from dataclasses import replace
 
@@ -491,7 +491,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--learner", default=DEFAULT_LEARNER, help="propensity and outcome learner name")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--final-stage", choices=["aipw", "aipw_sample", "weighted_linear"],
+    p.add_argument("--final-stage", choices=["aipw", "aipw_sample", "tmle", "weighted_linear"],
                    default=DEFAULT_FINAL_STAGE)
     p.add_argument("--artifacts", choices=["none", "minimal", "standard"], default="none",
                    help="loop artifacts per data set under OUT/runs (default none: light)")

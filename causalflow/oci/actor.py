@@ -44,7 +44,7 @@ class RuleActor:
     propensity_learner, outcome_learner : str
         Learner names for the first spec (see :mod:`causalflow.oci.learners`).
     n_folds : int
-    final_stage : "aipw" or "weighted_linear"
+    final_stage : "aipw", "aipw_sample", "tmle" or "weighted_linear"
     include_low : bool
         Adjust for low-priority confounders from the start.
 

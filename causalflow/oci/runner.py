@@ -214,13 +214,21 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
         return _run_spec(data, spec, thresholds)
 
 
-def _kernel(estimand, sample_stage: bool, y, t, e, rows, m0, m1):
-    """The final-stage estimate of ``estimand`` on ``rows`` from outcome predictions m0, m1."""
-    if sample_stage:
-        from .sample_estimands import sample_estimate
+def _kernel(estimand, stage: str, y, t, e, rows, m0, m1):
+    """The final-stage estimate of ``estimand`` on ``rows`` from outcome predictions m0, m1.
 
-        return sample_estimate(estimand, y, t, e, m0[rows], m1[rows])
-    return est.estimate(estimand, y, t, e, m0[rows], m1[rows])
+    ``stage``: ``"aipw"`` (influence-function AIPW), ``"aipw_sample"`` (Hajek AIPW with the
+    sample standard errors) or ``"tmle"`` (the same after targeting m0, m1)."""
+    m0, m1 = m0[rows], m1[rows]
+    if stage == "aipw":
+        return est.estimate(estimand, y, t, e, m0, m1)
+    from .sample_estimands import sample_estimate
+
+    if stage == "tmle":
+        from .targeting import target
+
+        m0, m1 = target(estimand, y, t, e, m0, m1)
+    return sample_estimate(estimand, y, t, e, m0, m1)
 
 
 def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> SpecResult:
@@ -272,8 +280,8 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             raise ValidationError(f"Spec.trimming: trimming at alpha = {alpha:.4g} leaves no "
                                   f"{'treated' if n1 == 0 else 'control'} units for {estimand}")
         w = est.balancing_weights(estimand, tt, ee)
-        sample_stage = spec.final_stage == "aipw_sample" and estimand != "ATO"
-        kernel = functools.partial(_kernel, estimand, sample_stage, y[rows], tt, ee, rows)
+        stage = "aipw" if estimand == "ATO" or weighted else spec.final_stage
+        kernel = functools.partial(_kernel, estimand, stage, y[rows], tt, ee, rows)
         dependence = None
         if weighted:
             from . import final_stage
@@ -287,8 +295,8 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             own_m = (fit.m0_arms["__outcome__"], fit.m1_arms["__outcome__"])
             x_m = (fit.m0["__outcome__"], fit.m1["__outcome__"])
             kern = est.bracket(kernel(*own_m), kernel(*x_m))
-            if sample_stage:
-                own, ref = (_kernel(estimand, False, y[rows], tt, ee, rows, *m) for m in (own_m, x_m))
+            if stage != "aipw":
+                own, ref = (_kernel(estimand, "aipw", y[rows], tt, ee, rows, *m) for m in (own_m, x_m))
             else:
                 own, ref = kern.components
             dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None

@@ -19,8 +19,8 @@ from .plan import ESTIMANDS, PRIORITIES, Plan, check_fields
 
 __all__ = ["CHANGE_KEYS", "Spec", "apply_change"]
 
-FinalStage = Literal["aipw", "weighted_linear", "aipw_sample"]
-_FINAL_STAGES = ("aipw", "weighted_linear", "aipw_sample")
+FinalStage = Literal["aipw", "weighted_linear", "aipw_sample", "tmle"]
+_FINAL_STAGES = ("aipw", "weighted_linear", "aipw_sample", "tmle")
 _SPEC_KEYS = ("estimands", "covariates", "priorities", "propensity_learner", "outcome_learner",
               "n_folds", "trimming", "final_stage", "propensity_clip", "placebo_outcomes", "seed",
               "notes")
@@ -47,10 +47,12 @@ class Spec:
     trimming : "none", "crump", or a float alpha in (0, 0.5)
         Keep units with alpha <= e(x) <= 1 - alpha for ATE and ATT; ``"crump"`` picks
         alpha by Crump et al. (2009). ATO is never trimmed (its weights are bounded).
-    final_stage : "aipw" or "weighted_linear"
+    final_stage : "aipw", "aipw_sample", "tmle" or "weighted_linear"
         ``"weighted_linear"`` fits the grammar's weighted LinearModel for the final stage.
         ``"aipw_sample"``: Hajek-normalised AIPW with the sample-ATT variance
-        (:mod:`causalflow.oci.sample_estimands`).
+        (:mod:`causalflow.oci.sample_estimands`). ``"tmle"``: the same after targeting the
+        outcome predictions with a bounded logistic fluctuation
+        (:mod:`causalflow.oci.targeting`). The ATO always uses the augmented overlap weights.
     propensity_clip : float
         Propensities are clipped to [clip, 1 - clip] before weighting.
     placebo_outcomes : tuple of str
