@@ -24,6 +24,9 @@ Built in:
 - ``"gbm_x"``: ``"gbm_linear_tree"`` recombined as an X-learner whose effect models are
   constant-leaf LightGBM (flat, not linear, outside the data); the learner of the
   ACIC 2016 evaluation.
+- ``"gbm_x_tuned"``: ``"gbm_x"`` with every model's number of boosting rounds chosen by
+  inner cross-validation (:class:`causalflow.oci.gbm_learners.TunedBoosting`);
+  ``"gbm_x_tuned_ps"`` tunes only the propensity model.
 
 Examples
 --------
@@ -218,6 +221,14 @@ def _register_gbm_linear_tree() -> None:
     # the gbm_linear_tree models recombined as an X-learner with flat-extrapolating effect
     # models (chosen on ACIC 2016, round 6)
     register_learner("gbm_x", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
+                     effect_regressor=gbm_tree_regressor)
+    # gbm_x with every model's number of rounds chosen by inner cross-validation (round 10)
+    from .gbm_learners import tuned_gbm_classifier, tuned_gbm_linear_tree_regressor, tuned_gbm_tree_regressor
+
+    register_learner("gbm_x_tuned", tuned_gbm_classifier, tuned_gbm_linear_tree_regressor, flexible=True,
+                     effect_regressor=tuned_gbm_tree_regressor)
+    # only the propensity model tuned (round 10)
+    register_learner("gbm_x_tuned_ps", tuned_gbm_classifier, gbm_linear_tree_regressor, flexible=True,
                      effect_regressor=gbm_tree_regressor)
 
 
