@@ -48,3 +48,16 @@ def omitted_confounder(n: int = 2000, seed: int = 0):
     y = 2 * t + x + 1.5 * u + rng.normal(size=n)
     z = u + 0.5 * x + rng.normal(size=n)
     return pd.DataFrame({"x": x, "u": u, "t": t, "y": y, "z": z}), {"ATE": 2.0}
+
+
+def run_final_stages(x, t, y, stages, estimands=("ATT", "ATE", "ATO"), n_folds: int = 2) -> dict:
+    """Run one spec per final stage on a single-covariate study: {stage: SpecResult}."""
+    from causalflow.oci.plan import Plan, prepare_data
+    from causalflow.oci.runner import run_spec
+    from causalflow.oci.spec import Spec
+
+    df = pd.DataFrame({"x": x, "t": np.asarray(t).astype(int), "y": y})
+    plan = Plan(data=df, treatment="t", outcome="y", confounders=["x"], estimands=list(estimands))
+    data = prepare_data(plan)
+    base = dict(estimands=tuple(estimands), covariates=("x",), priorities=(("x", "high"),), n_folds=n_folds)
+    return {s: run_spec(data, Spec(**base, final_stage=s)) for s in stages}

@@ -4,8 +4,8 @@ simulation of the coverage of the sample ATT (the influence-function interval ov
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+from oci_sims import run_final_stages
 
 from causalflow.errors import ValidationError
 from causalflow.oci.estimators import aipw_att
@@ -88,18 +88,10 @@ def test_satt_coverage_simulation():
 
 
 def test_runner_accepts_the_final_stage():
-    from causalflow.oci.plan import Plan, prepare_data
-    from causalflow.oci.runner import run_spec
-    from causalflow.oci.spec import Spec
-
     rng = np.random.default_rng(5)
     x, _, t, _, _, _, _, y = _data(rng, 600)
-    df = pd.DataFrame({"x": x, "t": t.astype(int), "y": y})
-    plan = Plan(data=df, treatment="t", outcome="y", confounders=["x"], estimands=["ATT", "ATE", "ATO"])
-    base = dict(estimands=("ATT", "ATE", "ATO"), covariates=("x",), priorities=(("x", "high"),), n_folds=2)
-    data = prepare_data(plan)
-    a = run_spec(data, Spec(**base, final_stage="aipw_sample"))
-    b = run_spec(data, Spec(**base, final_stage="aipw"))
+    runs = run_final_stages(x, t, y, ("aipw_sample", "aipw"))
+    a, b = runs["aipw_sample"], runs["aipw"]
     # same nuisances; the ATT differs only by the Hajek normalisation and its variance
     assert a.estimate("ATT").final_stage == "aipw_sample"
     assert abs(a.estimate("ATT").estimate - b.estimate("ATT").estimate) < 0.1

@@ -5,8 +5,8 @@ the runner wiring."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+from oci_sims import run_final_stages
 from scipy.special import expit, logit
 
 from causalflow.errors import ValidationError
@@ -90,18 +90,10 @@ def test_rejects_ato():
 
 
 def test_runner_tmle_stage():
-    from causalflow.oci.plan import Plan, prepare_data
-    from causalflow.oci.runner import run_spec
-    from causalflow.oci.spec import Spec
-
     rng = np.random.default_rng(5)
     x, _, t, mu0, mu1, y = _data(rng, 800)
-    df = pd.DataFrame({"x": x, "t": t.astype(int), "y": y})
-    plan = Plan(data=df, treatment="t", outcome="y", confounders=["x"], estimands=["ATT", "ATE", "ATO"])
-    base = dict(estimands=("ATT", "ATE", "ATO"), covariates=("x",), priorities=(("x", "high"),), n_folds=2)
-    data = prepare_data(plan)
-    a = run_spec(data, Spec(**base, final_stage="tmle"))
-    b = run_spec(data, Spec(**base, final_stage="aipw_sample"))
+    runs = run_final_stages(x, t, y, ("tmle", "aipw_sample"))
+    a, b = runs["tmle"], runs["aipw_sample"]
     assert a.estimate("ATE").final_stage == "tmle"
     for estimand, truth in (("ATE", np.mean(mu1 - mu0)), ("ATT", np.mean((mu1 - mu0)[t == 1]))):
         r = a.estimate(estimand)
