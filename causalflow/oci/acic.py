@@ -55,6 +55,8 @@ DEFAULT_LEARNER = "gbm_x"
 #: Alone it under-covered (nuisance bias, NOTES.md round 2); bracketed it covers (round 7).
 #: The runner's "aipw" (influence-function SEs) is recorded alongside.
 DEFAULT_FINAL_STAGE = "aipw_sample"
+#: cross-fitting splits aggregated per estimate (Spec.n_repeats)
+DEFAULT_REPEATS = 1
 
 
 # ------------------------------------------------------------------------------- data
@@ -187,7 +189,8 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
                      out: str | os.PathLike, *, max_iterations: int = 3,
                      propensity_learner: str = DEFAULT_LEARNER, outcome_learner: str = DEFAULT_LEARNER,
                      n_folds: int = 5, seed: int = 0, final_stage: str = DEFAULT_FINAL_STAGE,
-                     artifact_level: str | None = None, overwrite: bool = False) -> dict:
+                     n_repeats: int = DEFAULT_REPEATS, artifact_level: str | None = None,
+                     overwrite: bool = False) -> dict:
     """Run the OCI loop on one data set and write ``out/datasets/sXX_rK.json`` (atomically).
 
     When that file exists (and not ``overwrite``) it is read back instead: this is what
@@ -210,7 +213,7 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
     plan = Plan(data=ds.frame, treatment="z", outcome="y", confounders={"high": cols},
                 estimands=["ATT", "ATE"], seed=seed, name=f"ACIC 2016 {ds.key}")
     actor = RuleActor(propensity_learner=propensity_learner, outcome_learner=outcome_learner,
-                      n_folds=n_folds, final_stage=final_stage)
+                      n_folds=n_folds, final_stage=final_stage, n_repeats=n_repeats)
     artifacts = None if artifact_level is None else out / "runs" / ds.key
     result = run(plan, max_iterations=max_iterations, artifacts=artifacts,
                  artifact_level=artifact_level or "minimal", actor=actor)
@@ -257,7 +260,7 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
               "iterations": iterations,
               "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - wall0,
               "learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed,
-              "final_stage": final_stage}
+              "final_stage": final_stage, "n_repeats": n_repeats}
     atomic_write(path, json.dumps(record, indent=1, default=float))
     return record
 
@@ -420,7 +423,7 @@ def summarise(out: str | os.PathLike, data: str | os.PathLike | None = None, *,
         ("p", f"{len(records)} data sets (of 231: 77 settings x 3 replications). Plan for every data set: "
               "treatment z, outcome y, all 58 covariates as high-priority confounders, estimands ATT and "
               f"ATE, learners {records[0]['learners']}, final stage {records[0].get('final_stage', 'aipw')}, "
-              f"{records[0]['n_folds']} cross-fitting folds, seed "
+              f"{records[0]['n_folds']} cross-fitting folds x {records[0].get('n_repeats', 1)} split(s), seed "
               f"{records[0]['seed']}; the loop runs up to 3 iterations ({n_it_text}). Each estimand is "
               "scored with the last iteration that still targets the whole sample (a trimmed ATT / ATE "
               "is an effect on another population): ATT against SATT, ATE against SATE. " + timing + "."),
@@ -448,7 +451,8 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
              max_iterations: int = 3, settings=None, replications=None,
              propensity_learner: str = DEFAULT_LEARNER, outcome_learner: str = DEFAULT_LEARNER,
              n_folds: int = 5, seed: int = 0, final_stage: str = DEFAULT_FINAL_STAGE,
-             artifact_level: str | None = None, progress: bool = True) -> dict:
+             n_repeats: int = DEFAULT_REPEATS, artifact_level: str | None = None,
+             progress: bool = True) -> dict:
     """Evaluate the loop on every data set (joblib, ``n_jobs`` processes, tqdm bar), then
     :func:`summarise`. Data sets whose result file exists are skipped (resumable)."""
     from joblib import Parallel, delayed
@@ -465,7 +469,8 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
     jobs = (delayed(evaluate_dataset)(os.fspath(root), s, k, out, max_iterations=max_iterations,
                                       propensity_learner=propensity_learner,
                                       outcome_learner=outcome_learner, n_folds=n_folds, seed=seed,
-                                      final_stage=final_stage, artifact_level=artifact_level)
+                                      final_stage=final_stage, n_repeats=n_repeats,
+                                      artifact_level=artifact_level)
             for s, k in todo)
     bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="ACIC data sets", unit="set",
                disable=not progress, file=sys.stderr)
@@ -493,6 +498,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--final-stage", choices=["aipw", "aipw_sample", "tmle", "weighted_linear"],
                    default=DEFAULT_FINAL_STAGE)
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                   help="cross-fitting splits aggregated per estimate (Spec.n_repeats)")
     p.add_argument("--artifacts", choices=["none", "minimal", "standard"], default="none",
                    help="loop artifacts per data set under OUT/runs (default none: light)")
     p.add_argument("--no-progress", action="store_true")
@@ -500,7 +507,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     summary = evaluate(a.data, a.out, n_jobs=a.n_jobs, max_iterations=a.max_iterations,
                        settings=a.settings, replications=a.replications, propensity_learner=a.learner,
                        outcome_learner=a.learner, n_folds=a.folds, seed=a.seed,
-                       final_stage=a.final_stage,
+                       final_stage=a.final_stage, n_repeats=a.repeats,
                        artifact_level=None if a.artifacts == "none" else a.artifacts,
                        progress=not a.no_progress)
     print(pd.DataFrame(summary["overall"]).round(4).to_string(index=False))

@@ -47,6 +47,8 @@ class RuleActor:
     final_stage : "aipw", "aipw_sample", "tmle" or "weighted_linear"
     include_low : bool
         Adjust for low-priority confounders from the start.
+    n_repeats : int
+        Cross-fitting splits whose estimates are aggregated (``Spec.n_repeats``).
 
     Examples
     --------
@@ -62,6 +64,7 @@ class RuleActor:
     n_folds: int = 5
     final_stage: FinalStage = "aipw"
     include_low: bool = False
+    n_repeats: int = 1
 
     def initial_spec(self, plan: Plan) -> Spec:
         levels = ("high", "medium", "low") if self.include_low else ("high", "medium")
@@ -71,7 +74,7 @@ class RuleActor:
         return Spec(estimands=plan.estimands, covariates=covariates,
                     priorities=tuple((c, plan.priority_of(c)) for c in plan.all_confounders),
                     propensity_learner=self.propensity_learner, outcome_learner=self.outcome_learner,
-                    n_folds=self.n_folds, final_stage=self.final_stage,
+                    n_folds=self.n_folds, final_stage=self.final_stage, n_repeats=self.n_repeats,
                     placebo_outcomes=plan.placebo_outcomes, seed=plan.seed)
 
     def propose(self, plan: Plan, previous: Spec | None, critique: Critique | None) -> ActorStep:

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-__all__ = ["EstimateKernel", "aipw_ate", "aipw_att", "balancing_weights", "bracket", "crump_alpha",
+__all__ = ["EstimateKernel", "aggregate", "aipw_ate", "aipw_att", "balancing_weights", "bracket", "crump_alpha",
            "cross_fit", "estimate", "make_folds", "overlap_ato"]
 
 Estimand = Literal["ATE", "ATT", "ATO"]
@@ -131,6 +131,43 @@ def bracket(a: EstimateKernel, b: EstimateKernel) -> EstimateKernel:
     lo, hi = min(lo_a, lo_b), max(hi_a, hi_b)
     return EstimateKernel(float((a.estimate + b.estimate) / 2), float((hi - lo) / (2 * q)), influence,
                           float((a.mu1 + b.mu1) / 2), float((a.mu0 + b.mu0) / 2), a.n, (a, b))
+
+
+def aggregate(kernels) -> EstimateKernel:
+    """Combine the estimates of one estimand from repeated cross-fitting (different fold
+    splits of the same data).
+
+    The estimate is the mean ``theta = mean_r theta_r`` and the standard error
+    ``sqrt(mean_r [se_r^2 + (theta_r - theta)^2])``: the split-to-split spread is added to
+    the within-split variance (Chernozhukov, Chetverikov, Demirer, Duflo, Hansen, Newey and
+    Robins 2018, "Double/debiased machine learning for treatment and structural
+    parameters", Econometrics J. 21(1), section 3.4, mean version). Influences, ``mu1`` and
+    ``mu0`` are averaged. Brackets are aggregated component by component and bracketed
+    again. One kernel is returned as it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> k = aggregate([EstimateKernel(1.0, 0.3, np.zeros(2), 2.0, 1.0, 2),
+    ...                EstimateKernel(1.2, 0.4, np.zeros(2), 2.2, 1.0, 2)])
+    >>> round(k.estimate, 10), round(k.std_error ** 2, 10)     # (0.09 + 0.01 + 0.16 + 0.01) / 2
+    (1.1, 0.135)
+    """
+    kernels = list(kernels)
+    if len(kernels) == 1:
+        return kernels[0]
+    if all(k.components for k in kernels):
+        return bracket(*(aggregate(k.components[i] for k in kernels) for i in range(2)))
+    if any(k.components for k in kernels) or len({k.n for k in kernels}) != 1:
+        raise ValueError("aggregate: the estimates must be of one kind on the same units")
+    theta = np.array([k.estimate for k in kernels])
+    se = np.array([k.std_error for k in kernels])
+    tau = float(theta.mean())
+    influences = [k.influence for k in kernels]
+    influence = np.mean(influences, axis=0) if len({len(i) for i in influences}) == 1 else np.empty(0)
+    return EstimateKernel(tau, float(np.sqrt(np.mean(se**2 + (theta - tau) ** 2))), influence,
+                          float(np.mean([k.mu1 for k in kernels])), float(np.mean([k.mu0 for k in kernels])),
+                          kernels[0].n)
 
 
 def _finish(tau: float, influence: np.ndarray, mu1: float, mu0: float) -> EstimateKernel:

@@ -178,7 +178,10 @@ def run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None = Non
     """Execute one spec: cross-fitted nuisances, estimates of every estimand, diagnostics.
 
     Steps: (1) encode the spec's covariates and every plan confounder; (2) folds
-    stratified by treatment (``spec.seed``); (3) cross-fit the propensity and the
+    stratified by treatment (``spec.seed``; with ``spec.n_repeats > 1``, one split per seed
+    ``seed, seed + 1, ...``, each estimate aggregated over the splits by
+    :func:`~causalflow.oci.estimators.aggregate`, and the mean propensity used for trimming
+    and the diagnostics); (3) cross-fit the propensity and the
     per-arm outcome models of the outcome and every placebo outcome; (4) clip the
     propensity to ``[clip, 1 - clip]``; (5) trimming for ATE / ATT (fixed alpha or
     Crump et al. 2009); (6) the estimates (:mod:`causalflow.oci.estimators`, or the
@@ -231,6 +234,23 @@ def _kernel(estimand, stage: str, y, t, e, rows, m0, m1):
     return sample_estimate(estimand, y, t, e, m0, m1)
 
 
+def _split_estimates(estimand, stage: str, y, t, e, rows, fit):
+    """The estimate from one cross-fitting split, and for an X-learner the influence-function
+    AIPW estimates from the arms' own regressions and from the X-learner (else None).
+
+    With an X-learner the estimate is the bracket of the two extrapolations (est.bracket);
+    the pair measures their distance in standard errors (the extrapolation check)."""
+    kernel = functools.partial(_kernel, estimand, stage, y, t, e, rows)
+    if fit.m0_arms is None:
+        return kernel(fit.m0["__outcome__"], fit.m1["__outcome__"]), None
+    own_m = (fit.m0_arms["__outcome__"], fit.m1_arms["__outcome__"])
+    x_m = (fit.m0["__outcome__"], fit.m1["__outcome__"])
+    kern = est.bracket(kernel(*own_m), kernel(*x_m))
+    if stage == "aipw":
+        return kern, kern.components
+    return kern, tuple(_kernel(estimand, "aipw", y, t, e, rows, *m) for m in (own_m, x_m))
+
+
 def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> SpecResult:
     th = thresholds or Thresholds()
     plan = data.plan
@@ -250,15 +270,18 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
     if min(n_treated, n_control) < spec.n_folds:
         raise ValidationError(f"Spec.n_folds: {spec.n_folds} folds need at least as many treated and "
                               f"control units (have {n_treated} / {n_control})")
-    folds = est.make_folds(t, spec.n_folds, spec.seed)
     outcomes = {"__outcome__": y, **{c: data.placebos[c] for c in spec.placebo_outcomes}}
     outcome_learner = get_learner(spec.outcome_learner)
-    fit = est.cross_fit(X, t, outcomes, folds, get_learner(spec.propensity_learner).classifier,
-                        outcome_learner.regressor, spec.seed,
-                        outcome_features=outcome_learner.outcome_features,
-                        posterior_factory=outcome_learner.posterior_regressor,
-                        effect_factory=outcome_learner.effect_regressor)
-    e = np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip)
+    fits = []  # (clipped propensity, CrossFit) per fold split (spec.n_repeats)
+    for r in range(spec.n_repeats):
+        fit = est.cross_fit(X, t, outcomes, est.make_folds(t, spec.n_folds, spec.seed + r),
+                            get_learner(spec.propensity_learner).classifier, outcome_learner.regressor,
+                            spec.seed + r, outcome_features=outcome_learner.outcome_features,
+                            posterior_factory=outcome_learner.posterior_regressor,
+                            effect_factory=outcome_learner.effect_regressor)
+        fits.append((np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip), fit))
+    # trimming, weights and diagnostics use the mean propensity over the splits
+    e = fits[0][0] if len(fits) == 1 else np.mean([f[0] for f in fits], axis=0)
 
     if spec.trimming == "none":
         alpha = 0.0
@@ -281,25 +304,17 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
                                   f"{'treated' if n1 == 0 else 'control'} units for {estimand}")
         w = est.balancing_weights(estimand, tt, ee)
         stage = "aipw" if estimand == "ATO" or weighted else spec.final_stage
-        kernel = functools.partial(_kernel, estimand, stage, y[rows], tt, ee, rows)
         dependence = None
         if weighted:
             from . import final_stage
 
             kern = final_stage.weighted_linear_effect(frame.loc[rows, list(spec.covariates)], y[rows], tt, w)
-        elif fit.m0_arms is None:
-            kern = kernel(fit.m0["__outcome__"], fit.m1["__outcome__"])
         else:
-            # X-learner: bracket the estimates of the two extrapolations (est.bracket), and
-            # measure their distance in standard errors of the AIPW (the extrapolation check)
-            own_m = (fit.m0_arms["__outcome__"], fit.m1_arms["__outcome__"])
-            x_m = (fit.m0["__outcome__"], fit.m1["__outcome__"])
-            kern = est.bracket(kernel(*own_m), kernel(*x_m))
-            if stage != "aipw":
-                own, ref = (_kernel(estimand, "aipw", y[rows], tt, ee, rows, *m) for m in (own_m, x_m))
-            else:
-                own, ref = kern.components
-            dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None
+            per_split = [_split_estimates(estimand, stage, y[rows], tt, e_r[rows], rows, fit) for e_r, fit in fits]
+            kern = est.aggregate(k for k, _ in per_split)
+            if per_split[0][1] is not None:  # X-learner: the extrapolation check
+                own, ref = (est.aggregate(pair[i] for _, pair in per_split) for i in range(2))
+                dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None
         lo, hi = kern.interval()
         estimates.append(EstimandResult(
             estimand, _population_label(estimand, alpha, trimmed), kern.estimate, kern.std_error,
@@ -310,7 +325,8 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             linear_fits[key] = linear_sensitivity(y[rows], tt, X[rows], w if weighted else None)
         placebo = []
         for c in spec.placebo_outcomes:
-            pk = est.estimate(estimand, data.placebos[c][rows], tt, ee, fit.m0[c][rows], fit.m1[c][rows])
+            pk = est.aggregate(est.estimate(estimand, data.placebos[c][rows], tt, e_r[rows], fit.m0[c][rows],
+                                            fit.m1[c][rows]) for e_r, fit in fits)
             placebo.append(PlaceboResult(c, pk.estimate, pk.std_error, pk.p_value))
         placebo = tuple(placebo)
         balance = _balance(X_all[rows], names_all, owners_all, tt, w, spec, plan)

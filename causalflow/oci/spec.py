@@ -23,7 +23,7 @@ FinalStage = Literal["aipw", "weighted_linear", "aipw_sample", "tmle"]
 _FINAL_STAGES = ("aipw", "weighted_linear", "aipw_sample", "tmle")
 _SPEC_KEYS = ("estimands", "covariates", "priorities", "propensity_learner", "outcome_learner",
               "n_folds", "trimming", "final_stage", "propensity_clip", "placebo_outcomes", "seed",
-              "notes")
+              "notes", "n_repeats")
 #: the keys a proposed change may carry (see :func:`apply_change`)
 CHANGE_KEYS = ("add_estimands", "add_covariates", "priority", "trimming", "propensity_learner",
                "outcome_learner", "final_stage", "notes")
@@ -59,6 +59,10 @@ class Spec:
     seed : int
     notes : tuple of str
         Free-text notes carried along (for example a data-insufficiency note).
+    n_repeats : int
+        Repeated cross-fitting: the nuisances are cross-fitted on ``n_repeats`` fold splits
+        (seeds ``seed, seed + 1, ...``) and the estimates aggregated
+        (:func:`causalflow.oci.estimators.aggregate`; Chernozhukov et al. 2018, section 3.4).
     """
 
     estimands: tuple
@@ -73,6 +77,7 @@ class Spec:
     placebo_outcomes: tuple = ()
     seed: int = 0
     notes: tuple = ()
+    n_repeats: int = 1
 
     def __post_init__(self) -> None:
         _check_spec(self)
@@ -88,7 +93,7 @@ class Spec:
             "propensity_learner": self.propensity_learner, "outcome_learner": self.outcome_learner,
             "n_folds": self.n_folds, "trimming": self.trimming, "final_stage": self.final_stage,
             "propensity_clip": self.propensity_clip, "placebo_outcomes": list(self.placebo_outcomes),
-            "seed": self.seed, "notes": list(self.notes),
+            "seed": self.seed, "notes": list(self.notes), "n_repeats": self.n_repeats,
         }
 
     def key(self) -> str:
@@ -113,7 +118,7 @@ class Spec:
         ...                 "code": "import os"})
         Traceback (most recent call last):
         ...
-        causalflow.errors.ValidationError: Spec.code: unknown field; known fields: ['estimands', 'covariates', 'priorities', 'propensity_learner', 'outcome_learner', 'n_folds', 'trimming', 'final_stage', 'propensity_clip', 'placebo_outcomes', 'seed', 'notes']
+        causalflow.errors.ValidationError: Spec.code: unknown field; known fields: ['estimands', 'covariates', 'priorities', 'propensity_learner', 'outcome_learner', 'n_folds', 'trimming', 'final_stage', 'propensity_clip', 'placebo_outcomes', 'seed', 'notes', 'n_repeats']
         """
         check_fields(mapping, "Spec", _SPEC_KEYS, ("estimands", "covariates"))
         kwargs = dict(mapping)
@@ -190,6 +195,8 @@ def _check_spec(spec: Spec) -> None:
     for note in spec.notes:
         if not isinstance(note, str):
             fail("notes", "must be strings")
+    if isinstance(spec.n_repeats, bool) or not isinstance(spec.n_repeats, int) or not 1 <= spec.n_repeats <= 20:
+        fail("n_repeats", f"must be an integer in [1, 20], got {spec.n_repeats!r}")
 
 
 def _check_columns(covariates, plan: Plan) -> None:
