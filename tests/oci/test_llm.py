@@ -142,7 +142,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
 _spec_like = st.fixed_dictionaries({}, optional={
     "estimands": _json | st.just(["ATE"]), "covariates": _json | st.just(["x", "u"]),
     "priorities": _json, "trimming": _json, "n_folds": _json, "propensity_learner": _json,
-    "outcome_learner": _json, "final_stage": _json, "seed": _json, "notes": _json})
+    "outcome_learner": _json, "final_stage": _json, "seed": _json, "notes": _json, "n_repeats": _json})
 
 
 @settings(max_examples=150, deadline=None)
