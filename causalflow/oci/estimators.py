@@ -37,8 +37,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-__all__ = ["EstimateKernel", "aggregate", "aipw_ate", "aipw_att", "balancing_weights", "bracket", "crump_alpha",
-           "cross_fit", "estimate", "make_folds", "overlap_ato"]
+__all__ = ["EstimateKernel", "aggregate", "aipw_ate", "aipw_att", "balancing_weights", "bracket",
+           "crump_alpha", "cross_fit", "estimate", "make_folds", "overlap_ato"]
 
 Estimand = Literal["ATE", "ATT", "ATO"]
 OutcomeFeatures = Literal["covariates", "covariates+propensity"]
