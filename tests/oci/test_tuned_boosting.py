@@ -54,3 +54,26 @@ def test_classifier_probabilities_and_cache():
     # tuned propensities are less extreme than the fixed 200-round fit on this weak signal
     fixed = lgb.train(a.estimator_._params(), lgb.Dataset(X, t), num_boost_round=200).predict(X)
     assert np.std(np.log(p[:, 1] / p[:, 0])) < np.std(np.log(fixed / (1 - fixed)))
+
+
+@pytest.mark.parametrize("kind,linear_tree", [("classifier", False), ("regressor", True), ("regressor", False)])
+def test_boosting_matches_the_scikit_learn_wrapper_bit_for_bit(kind, linear_tree):
+    # the same LightGBM model through its scikit-learn wrapper (independent parameter names)
+    from lightgbm import LGBMClassifier, LGBMRegressor
+
+    from causalflow.oci.gbm_learners import Boosting
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(500, 5))
+    y = X[:, 0] + np.abs(X[:, 1]) + rng.normal(size=500)
+    common = dict(n_estimators=60, learning_rate=0.08, num_leaves=15, subsample=0.8, subsample_freq=1,
+                  colsample_bytree=0.8, min_child_samples=20, n_jobs=1, deterministic=True,
+                  force_row_wise=True, verbose=-1, random_state=4)
+    if kind == "classifier":
+        t = (y > np.median(y)).astype(int)
+        ref = LGBMClassifier(**common).fit(X, t).predict_proba(X)
+        got = Boosting("classifier", 60, seed=4).fit(X, t).predict_proba(X)
+    else:
+        ref = LGBMRegressor(linear_tree=linear_tree, **common).fit(X, y).predict(X)
+        got = Boosting("regressor", 60, linear_tree=linear_tree, seed=4).fit(X, y).predict(X)
+    np.testing.assert_array_equal(got, ref)
