@@ -71,8 +71,10 @@ _ACTOR_SYSTEM = """You are the Actor of an observational causal-inference loop.
 Answer with ONE JSON object and nothing else: the analysis spec with keys
 estimands (subset of ATE, ATT, ATO), covariates (subset of the plan's confounders),
 priorities (confounder -> high/medium/low), propensity_learner and outcome_learner
-(one of: {learners}), n_folds (2-20), n_repeats (1-20 cross-fitting splits), trimming ("none", "crump" or a number in (0, 0.5)),
-final_stage ("aipw", "aipw_sample", "tmle" or "weighted_linear"), placebo_outcomes (subset of the plan's), notes (list of text)."""
+(one of: {learners}), n_folds (2-20), n_repeats (1-20 cross-fitting splits),
+trimming ("none", "crump" or a number in (0, 0.5)),
+final_stage ("aipw", "aipw_sample", "tmle" or "weighted_linear"), placebo_outcomes (subset of the plan's),
+notes (list of text)."""
 
 _CRITIC_SYSTEM = """You are the Critic of an observational causal-inference loop.
 Grade every estimand from the diagnostics (balance: high-priority |SMD| < 0.2 after weighting;

@@ -195,7 +195,8 @@ def _check_spec(spec: Spec) -> None:
     for note in spec.notes:
         if not isinstance(note, str):
             fail("notes", "must be strings")
-    if isinstance(spec.n_repeats, bool) or not isinstance(spec.n_repeats, int) or not 1 <= spec.n_repeats <= 20:
+    repeats = spec.n_repeats
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 20:
         fail("n_repeats", f"must be an integer in [1, 20], got {spec.n_repeats!r}")
 
 
