@@ -262,7 +262,7 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
               "iterations": iterations,
               "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - wall0,
               "learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed,
-              "final_stage": final_stage, "n_repeats": n_repeats}
+              "final_stage": final_stage, "n_repeats": n_repeats, "max_iterations": max_iterations}
     atomic_write(path, json.dumps(record, indent=1, default=float))
     return record
 
@@ -449,6 +449,20 @@ def summarise(out: str | os.PathLike, data: str | os.PathLike | None = None, *,
 
 
 # ------------------------------------------------------------------------------ driver
+def _check_resumed(out: Path, done, options: dict) -> None:
+    """Refuse to resume ``out`` when a kept record was made with other options: a summary
+    over records of different learners, folds, seeds, final stages, splits or iteration caps
+    would describe no single method. Records without a field (written by older versions) are
+    not checked on it."""
+    for s, k in done:
+        path = _result_path(out, s, k)
+        record = json.loads(path.read_text())
+        for name, value in options.items():
+            if name in record and record[name] != value:
+                raise ValidationError(f"out: {path} was made with {name}={record[name]!r}, not {value!r}; "
+                                      "evaluate into another folder, or remove it to start again")
+
+
 def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: int = 2,
              max_iterations: int = 3, settings=None, replications=None,
              propensity_learner: str = DEFAULT_LEARNER, outcome_learner: str = DEFAULT_LEARNER,
@@ -456,7 +470,9 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
              n_repeats: int = DEFAULT_REPEATS, artifact_level: str | None = None,
              progress: bool = True) -> dict:
     """Evaluate the loop on every data set (joblib, ``n_jobs`` processes, tqdm bar), then
-    :func:`summarise`. Data sets whose result file exists are skipped (resumable)."""
+    :func:`summarise`. Data sets whose result file exists are skipped (resumable); a kept
+    result made with other options (learners, folds, seed, final stage, splits, iteration cap)
+    raises a :class:`ValidationError` before any work."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
@@ -466,7 +482,10 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
             if (settings is None or s in settings) and (replications is None or k in replications)]
     if not keys:
         raise ValidationError("settings/replications: no data set selected")
+    options = {"learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed,
+               "final_stage": final_stage, "n_repeats": n_repeats, "max_iterations": max_iterations}
     todo = [(s, k) for s, k in keys if not _result_path(out, s, k).exists()]
+    _check_resumed(out, [key for key in keys if key not in todo], options)
     t0 = time.perf_counter()
     jobs = (delayed(evaluate_dataset)(os.fspath(root), s, k, out, max_iterations=max_iterations,
                                       propensity_learner=propensity_learner,

@@ -103,6 +103,10 @@ def test_evaluate_resumable_and_tables(tmp_path):
     assert (out / "datasets" / "s01_r2.json").is_file()
     again = json.loads((out / "datasets" / "s01_r2.json").read_text())
     assert again["scored"]["ATT"]["estimate"] == recs[1]["scored"]["ATT"]["estimate"]  # same seed
+    # ... but not with other options: the summary would mix two methods
+    with pytest.raises(ValidationError, match="seed=0, not 1"):
+        acic.evaluate(DATA, out, settings=[1], replications=[1, 2], **{**FAST, "seed": 1})
+    assert (out / "datasets" / "s01_r1.json").stat().st_mtime_ns == before["s01_r1.json"]
 
 
 def test_cli_sub_command(tmp_path, capsys):

@@ -1,0 +1,220 @@
+"""Round 13: other extrapolation rules and propensity calibration, against the ``gbm_x`` defaults.
+
+    python -m benchmarks.acic.extrapolation_research effect --save /tmp/effect.json [--pairs 19:3 76:3]
+    python -m benchmarks.acic.extrapolation_research propensity --save /tmp/ps.json
+    python -m benchmarks.acic.extrapolation_research analyse /tmp/effect.json
+
+Every variant uses the runner's own pieces for one fold split (seed 0, 5 folds): the
+covariate encoding, ``cross_fit`` with the ``gbm_x`` propensity and linear-leaf outcome
+models, and the ``aipw_sample`` kernel; each estimate is the bracket of the arms' own
+regressions and an X-learner recombination (``estimators.bracket``), as the runner reports.
+Without ``--pairs`` all 231 data sets are run. Results are kept out of the repository.
+
+``effect``: the X-learner's effect models are constant-leaf LightGBM (``t``, the default:
+flat outside the data) or :class:`LinearPlusTrees` (``lb``: linear outside the data);
+the arms' own outcome models are linear-leaf LightGBM (``g``, the default) or
+:class:`LinearPlusTrees`. Per arm the effect model is also chosen (``sel``) or weighted
+(``nn``, non-negative least squares) by its error on a *shifted hold-out*: the fifth of the
+arm's units most like the other arm (lowest / highest propensity), predicted by models
+trained on the rest of the arm (the idea of validating under covariate shift, Sugiyama,
+Krauledat and Mueller 2007, JMLR 8, "Covariate shift adaptation by importance weighted
+cross validation").
+
+``propensity``: the LightGBM propensity as it is (``base``), after cross-fitted Platt
+scaling (a logistic regression of the treatment on the out-of-fold logit, fitted on the
+other folds; Platt 1999), the early-stopped model (``tuned``, ``TunedBoosting``), and both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from scipy.optimize import nnls
+
+from causalflow.oci import estimators as E
+from causalflow.oci.gbm_learners import (Boosting, gbm_classifier, gbm_linear_tree_regressor, gbm_tree_regressor,
+                                         tuned_gbm_classifier)
+
+
+class LinearPlusTrees:
+    """Ridge regression (standardised, penalty by generalised cross-validation), then 300
+    rounds of constant-leaf LightGBM on its residuals: boosting started from a linear fit
+    (Friedman 2001, Ann. Statist. 29(5), the initial model ``F_0``). Beyond the data the
+    trees are flat, so the prediction extrapolates along the linear part."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def fit(self, X, y):
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.linear_ = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))).fit(X, y)
+        self.trees_ = Boosting("regressor", 300, seed=self.seed).fit(X, y - self.linear_.predict(X))
+        return self
+
+    def predict(self, X):
+        return self.linear_.predict(X) + self.trees_.predict(X)
+
+
+def _oof(X, y, arm, folds, factory, seed) -> np.ndarray:
+    """Out-of-fold predictions for every row from models fitted on the arm's other-fold rows."""
+    out = np.empty(len(y))
+    for k in np.unique(folds):
+        test = folds == k
+        out[test] = factory(seed).fit(X[~test & arm], y[~test & arm]).predict(X[test])
+    return out
+
+
+def _shifted_holdout(X, D, arm, score, factories, seed, share: float = 0.2):
+    """Squared errors and NNLS weights of the factories' models on the ``share`` of the arm's
+    rows with the highest ``score``, the models trained on the arm's other rows."""
+    idx = np.flatnonzero(arm)
+    cut = np.quantile(score[idx], 1 - share)
+    hold, train = idx[score[idx] >= cut], idx[score[idx] < cut]
+    P = np.column_stack([f(seed).fit(X[train], D[train]).predict(X[hold]) for f in factories])
+    w, _ = nnls(P, D[hold])
+    return ((P - D[hold, None]) ** 2).mean(axis=0), w / w.sum() if w.sum() > 0 else np.full(len(factories), 0.5)
+
+
+def _bracket_row(out: dict, name: str, y, t, e, m0, m1, tau1, tau0) -> None:
+    """The bracket of own and X-learner estimates (aipw_sample) of ATT and ATE into ``out``."""
+    from causalflow.oci.runner import _kernel
+
+    e = np.clip(e, 1e-3, 1 - 1e-3)
+    m0x, m1x = (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)
+    rows = np.ones(len(t), bool)
+    for estimand in ("ATT", "ATE"):
+        own = _kernel(estimand, "aipw_sample", y, t, e, rows, m0, m1)
+        x = _kernel(estimand, "aipw_sample", y, t, e, rows, m0x, m1x)
+        b = E.bracket(own, x)
+        out[f"{name}_{estimand}"] = [b.estimate, *b.interval(), own.estimate, x.estimate]
+
+
+def _setup(setting: int, replication: int, seed: int):
+    from causalflow.oci.acic import load_dataset
+    from causalflow.oci.runner import encode_covariates
+
+    ds = load_dataset(None, setting, replication)
+    X, _, _ = encode_covariates(ds.frame, ds.covariates)
+    t = ds.frame["z"].to_numpy(dtype=float)
+    y = ds.frame["y"].to_numpy(dtype=float)
+    folds = E.make_folds(t, 5, seed)
+    fit = E.cross_fit(X, t, {"y": y}, folds, gbm_classifier, gbm_linear_tree_regressor, seed)
+    out = {"s": setting, "r": replication, "satt": ds.truth["satt"], "sate": ds.truth["sate"]}
+    return X, t, y, folds, fit, out
+
+
+def effect_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """The ``effect`` variants of one data set (module docstring)."""
+    X, t, y, folds, fit, out = _setup(setting, replication, seed)
+    tr = t == 1
+    own = {"g": (fit.m0["y"], fit.m1["y"]),
+           "lb": (_oof(X, y, ~tr, folds, LinearPlusTrees, seed), _oof(X, y, tr, folds, LinearPlusTrees, seed))}
+    factories = {"t": gbm_tree_regressor, "lb": LinearPlusTrees}
+    for o, (m0, m1) in own.items():
+        D1, D0 = y - m0, m1 - y
+        taus = {n: (_oof(X, D1, tr, folds, f, seed), _oof(X, D0, ~tr, folds, f, seed)) for n, f in factories.items()}
+        for n, (tau1, tau0) in taus.items():
+            _bracket_row(out, f"{o}_{n}", y, t, fit.e, m0, m1, tau1, tau0)
+        if o != "g":
+            continue
+        fs = tuple(factories.values())
+        mse1, w1 = _shifted_holdout(X, D1, tr, -fit.e, fs, seed)   # treated most like controls
+        mse0, w0 = _shifted_holdout(X, D0, ~tr, fit.e, fs, seed)   # controls most like treated
+        T1 = np.column_stack([taus[n][0] for n in factories])
+        T0 = np.column_stack([taus[n][1] for n in factories])
+        _bracket_row(out, "g_sel", y, t, fit.e, m0, m1, T1[:, np.argmin(mse1)], T0[:, np.argmin(mse0)])
+        _bracket_row(out, "g_nn", y, t, fit.e, m0, m1, T1 @ w1, T0 @ w0)
+    return out
+
+
+def _platt(e, t, folds) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    ec = np.clip(e, 1e-4, 1 - 1e-4)
+    z = np.log(ec / (1 - ec))[:, None]
+    out = np.empty(len(e))
+    for k in np.unique(folds):
+        test = folds == k
+        m = LogisticRegression(C=1e6, max_iter=1000).fit(z[~test], t[~test].astype(int))
+        out[test] = m.predict_proba(z[test])[:, 1]
+    return out
+
+
+def propensity_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """The ``propensity`` variants of one data set (module docstring)."""
+    X, t, y, folds, fit, out = _setup(setting, replication, seed)
+    tr = t == 1
+    m0, m1 = fit.m0["y"], fit.m1["y"]
+    tau1 = _oof(X, y - m0, tr, folds, gbm_tree_regressor, seed)
+    tau0 = _oof(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed)
+    tuned = np.empty(len(t))
+    for k in np.unique(folds):
+        test = folds == k
+        tuned[test] = tuned_gbm_classifier(seed).fit(X[~test], t[~test].astype(int)).predict_proba(X[test])[:, 1]
+    for name, e in (("base", fit.e), ("platt", _platt(fit.e, t, folds)), ("tuned", tuned),
+                    ("tuned_platt", _platt(tuned, t, folds))):
+        _bracket_row(out, name, y, t, e, m0, m1, tau1, tau0)
+    return out
+
+
+def analyse(records: list[dict]) -> pd.DataFrame:
+    """RMSE, MAE, coverage and length per variant and estimand, and the per-replication RMSE."""
+    rows = []
+    for o in records:
+        for key, v in o.items():
+            if isinstance(v, list):
+                variant, estimand = key.rsplit("_", 1)
+                truth = o["satt"] if estimand == "ATT" else o["sate"]
+                rows.append(dict(estimand=estimand, variant=variant, r=o["r"], err=v[0] - truth,
+                                 covered=v[1] <= truth <= v[2], length=v[2] - v[1]))
+    d = pd.DataFrame(rows)
+    g = d.groupby(["estimand", "variant"])
+    table = pd.DataFrame({"rmse": g.err.apply(lambda x: np.sqrt(np.mean(x**2))),
+                          "mae": g.err.apply(lambda x: x.abs().mean()),
+                          "cover": g.covered.mean(), "length": g.length.mean()})
+    by_rep = d.groupby(["estimand", "variant", "r"]).err.apply(lambda x: np.sqrt(np.mean(x**2))).unstack()
+    by_rep.columns = [f"rmse_rep{c}" for c in by_rep.columns]
+    return table.join(by_rep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["effect", "propensity", "analyse"])
+    p.add_argument("files", nargs="*", help="for analyse: the saved JSON files")
+    p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs (default all 231)")
+    p.add_argument("--save", default=None)
+    p.add_argument("--n-jobs", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.what == "analyse":
+        records = [r for f in a.files for r in json.loads(open(f).read())]
+        print(f"{len(records)} data sets")
+        print(analyse(records).round(4).to_string())
+        return 0
+    from threadpoolctl import threadpool_limits
+
+    from causalflow.oci.acic import list_datasets
+
+    pairs = [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else list_datasets(None)
+    fn = effect_variants if a.what == "effect" else propensity_variants
+
+    def run(s, r):
+        with threadpool_limits(1):
+            return fn(s, r)
+
+    records = Parallel(n_jobs=a.n_jobs)(delayed(run)(s, r) for s, r in pairs)
+    if a.save:
+        with open(a.save, "w") as f:
+            json.dump(records, f, default=float)
+    print(analyse(records).round(4).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
