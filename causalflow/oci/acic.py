@@ -249,9 +249,12 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
         from .runner import run_spec
 
         analysis = prepare_data(plan)
+        reruns = {}  # one run per scored iteration: it estimates all of that spec's estimands
         for estimand, s in scored.items():
-            spec = replace(result.iterations[s["iteration"] - 1].spec, final_stage=other)
-            r = run_spec(analysis, spec).estimate(estimand)
+            if s["iteration"] not in reruns:
+                spec = replace(result.iterations[s["iteration"] - 1].spec, final_stage=other)
+                reruns[s["iteration"]] = run_spec(analysis, spec)
+            r = reruns[s["iteration"]].estimate(estimand)
             alternative[estimand] = {"estimate": r.estimate, "std_error": r.std_error,
                                      "ci_lower": r.ci_lower, "ci_upper": r.ci_upper}
     record = {"setting": setting, "replication": replication, "truth": ds.truth,

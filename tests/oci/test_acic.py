@@ -130,3 +130,18 @@ def test_doctests(name):
     module = importlib.import_module(f"causalflow.oci.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_alternative_stage_is_the_other_stage_run(tmp_path):
+    """The record's second final stage equals a run with that stage as the default (same
+    seed, so the same fits; exact up to summation order, 1e-12)."""
+    a = acic.evaluate_dataset(DATA, 1, 1, tmp_path / "a", propensity_learner="linear",
+                              outcome_learner="linear", n_folds=2, max_iterations=1, final_stage="aipw_sample")
+    b = acic.evaluate_dataset(DATA, 1, 1, tmp_path / "b", propensity_learner="linear",
+                              outcome_learner="linear", n_folds=2, max_iterations=1, final_stage="aipw")
+    assert a["alternative_stage"] == "aipw" and b["alternative_stage"] == "aipw_sample"
+    for estimand in ("ATT", "ATE"):
+        for field in ("estimate", "std_error", "ci_lower", "ci_upper"):
+            assert a["alternative"][estimand][field] == pytest.approx(b["scored"][estimand][field], rel=1e-12)
+            assert b["alternative"][estimand][field] == pytest.approx(a["scored"][estimand][field], rel=1e-12)
+    assert a["scored"]["ATT"]["std_error"] != pytest.approx(b["scored"]["ATT"]["std_error"], rel=1e-3)
