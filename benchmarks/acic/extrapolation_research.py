@@ -25,6 +25,9 @@ cross validation").
 scaling (a logistic regression of the treatment on the out-of-fold logit, fitted on the
 other folds; Platt 1999), the early-stopped model (``tuned``, ``TunedBoosting``), and both.
 
+``clip``: the propensity clipped to ``[c, 1 - c]`` for c = 0.001 (the default), 0.01, 0.025,
+0.05, in the X-learner recombination and the AIPW weights alike.
+
 ``balance`` (ATT only): the control weights of the augmented ATT estimator are entropy-balancing
 weights (Hainmueller 2012, Political Analysis 20(1)) that match the treated means of the
 standardised covariates (``ebal``) and also of the propensity logit (``ebal_ps``), instead of
@@ -88,11 +91,11 @@ def _shifted_holdout(X, D, arm, score, factories, seed, share: float = 0.2):
     return ((P - D[hold, None]) ** 2).mean(axis=0), w / w.sum() if w.sum() > 0 else np.full(len(factories), 0.5)
 
 
-def _bracket_row(out: dict, name: str, y, t, e, m0, m1, tau1, tau0) -> None:
+def _bracket_row(out: dict, name: str, y, t, e, m0, m1, tau1, tau0, clip: float = 1e-3) -> None:
     """The bracket of own and X-learner estimates (aipw_sample) of ATT and ATE into ``out``."""
     from causalflow.oci.runner import _kernel
 
-    e = np.clip(e, 1e-3, 1 - 1e-3)
+    e = np.clip(e, clip, 1 - clip)
     m0x, m1x = (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)
     rows = np.ones(len(t), bool)
     for estimand in ("ATT", "ATE"):
@@ -170,6 +173,18 @@ def propensity_variants(setting: int, replication: int, seed: int = 0) -> dict:
     return out
 
 
+def clip_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """The ``clip`` variants of one data set (module docstring)."""
+    X, t, y, folds, fit, out = _setup(setting, replication, seed)
+    tr = t == 1
+    m0, m1 = fit.m0["y"], fit.m1["y"]
+    tau1 = _oof(X, y - m0, tr, folds, gbm_tree_regressor, seed)
+    tau0 = _oof(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed)
+    for clip in (1e-3, 1e-2, 2.5e-2, 5e-2):
+        _bracket_row(out, f"clip{clip:g}", y, t, fit.e, m0, m1, tau1, tau0, clip=clip)
+    return out
+
+
 def _entropy_balance(Xc, target) -> np.ndarray:
     """Control weights ``w ~ exp(Xc lam)`` (sum 1) with ``w @ Xc = target``, by the convex dual
     ``min log sum exp(Xc lam) - lam @ target`` (L-BFGS; with limited overlap there may be no
@@ -232,7 +247,7 @@ def analyse(records: list[dict]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["effect", "propensity", "balance", "analyse"])
+    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "analyse"])
     p.add_argument("files", nargs="*", help="for analyse: the saved JSON files")
     p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs (default all 231)")
     p.add_argument("--save", default=None)
@@ -248,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     from causalflow.oci.acic import list_datasets
 
     pairs = [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else list_datasets(None)
-    fn = {"effect": effect_variants, "propensity": propensity_variants, "balance": balance_variants}[a.what]
+    fn = {"effect": effect_variants, "propensity": propensity_variants, "clip": clip_variants,
+          "balance": balance_variants}[a.what]
 
     def run(s, r):
         with threadpool_limits(1):
