@@ -156,13 +156,18 @@ def _platt(e, t, folds) -> np.ndarray:
     return out
 
 
+def _default_models(X, t, y, folds, fit, seed):
+    """The ``gbm_x`` outcome predictions and constant-leaf effect models: m0, m1, tau1, tau0."""
+    tr = t == 1
+    m0, m1 = fit.m0["y"], fit.m1["y"]
+    return (m0, m1, _oof(X, y - m0, tr, folds, gbm_tree_regressor, seed),
+            _oof(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed))
+
+
 def propensity_variants(setting: int, replication: int, seed: int = 0) -> dict:
     """The ``propensity`` variants of one data set (module docstring)."""
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
-    tr = t == 1
-    m0, m1 = fit.m0["y"], fit.m1["y"]
-    tau1 = _oof(X, y - m0, tr, folds, gbm_tree_regressor, seed)
-    tau0 = _oof(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed)
+    m0, m1, tau1, tau0 = _default_models(X, t, y, folds, fit, seed)
     tuned = np.empty(len(t))
     for k in np.unique(folds):
         test = folds == k
@@ -176,10 +181,7 @@ def propensity_variants(setting: int, replication: int, seed: int = 0) -> dict:
 def clip_variants(setting: int, replication: int, seed: int = 0) -> dict:
     """The ``clip`` variants of one data set (module docstring)."""
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
-    tr = t == 1
-    m0, m1 = fit.m0["y"], fit.m1["y"]
-    tau1 = _oof(X, y - m0, tr, folds, gbm_tree_regressor, seed)
-    tau0 = _oof(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed)
+    m0, m1, tau1, tau0 = _default_models(X, t, y, folds, fit, seed)
     for clip in (1e-3, 1e-2, 2.5e-2, 5e-2):
         _bracket_row(out, f"clip{clip:g}", y, t, fit.e, m0, m1, tau1, tau0, clip=clip)
     return out
@@ -208,8 +210,8 @@ def balance_variants(setting: int, replication: int, seed: int = 0) -> dict:
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
     tr = t == 1
     e = np.clip(fit.e, 1e-3, 1 - 1e-3)
-    m0, m1 = fit.m0["y"], fit.m1["y"]
-    m0x = (1 - e) * m0 + e * (m1 - _oof(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed))
+    m0, m1, _, tau0 = _default_models(X, t, y, folds, fit, seed)
+    m0x = (1 - e) * m0 + e * (m1 - tau0)
     keep = X.std(axis=0) > 0
     Z = (X[:, keep] - X[:, keep].mean(axis=0)) / X[:, keep].std(axis=0)
     logit = np.log(e / (1 - e))
