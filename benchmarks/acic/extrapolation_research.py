@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,8 +46,13 @@ from joblib import Parallel, delayed
 from scipy.optimize import nnls
 
 from causalflow.oci import estimators as E
-from causalflow.oci.gbm_learners import (Boosting, gbm_classifier, gbm_linear_tree_regressor, gbm_tree_regressor,
-                                         tuned_gbm_classifier)
+from causalflow.oci.gbm_learners import (
+    Boosting,
+    gbm_classifier,
+    gbm_linear_tree_regressor,
+    gbm_tree_regressor,
+    tuned_gbm_classifier,
+)
 
 
 class LinearPlusTrees:
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-jobs", type=int, default=2)
     a = p.parse_args(argv)
     if a.what == "analyse":
-        records = [r for f in a.files for r in json.loads(open(f).read())]
+        records = [r for f in a.files for r in json.loads(Path(f).read_text())]
         print(f"{len(records)} data sets")
         print(analyse(records).round(4).to_string())
         return 0
