@@ -251,6 +251,16 @@ def _split_estimates(estimand, stage: str, y, t, e, rows, fit):
     return kern, tuple(_kernel(estimand, "aipw", y, t, e, rows, *m) for m in (own_m, x_m))
 
 
+def _reserve_fit_cache(spec: Spec, n_outcomes: int, learner) -> None:
+    """Make the learners' fit cache hold every fit of this spec (one propensity model per
+    fold; per outcome and arm an outcome model per fold, an effect model per fold with an
+    X-learner, a posterior fit), so that the next loop iteration is served from it."""
+    from .gbm_learners import FIT_CACHE
+
+    per_arm = spec.n_folds * (1 + (learner.effect_regressor is not None)) + (learner.posterior_regressor is not None)
+    FIT_CACHE.reserve(spec.n_repeats * (spec.n_folds + 2 * n_outcomes * per_arm))
+
+
 def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> SpecResult:
     th = thresholds or Thresholds()
     plan = data.plan
@@ -272,6 +282,7 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
                               f"control units (have {n_treated} / {n_control})")
     outcomes = {"__outcome__": y, **{c: data.placebos[c] for c in spec.placebo_outcomes}}
     outcome_learner = get_learner(spec.outcome_learner)
+    _reserve_fit_cache(spec, len(outcomes), outcome_learner)
     fits = []  # (clipped propensity, CrossFit) per fold split (spec.n_repeats)
     for r in range(spec.n_repeats):
         fit = est.cross_fit(X, t, outcomes, est.make_folds(t, spec.n_folds, spec.seed + r),

@@ -64,3 +64,32 @@ def test_n_repeats_is_validated_and_serialised():
     for bad in (0, 21, 2.0, True):
         with pytest.raises(ValidationError, match="n_repeats"):
             Spec(estimands=("ATE",), covariates=("x",), priorities=(("x", "high"),), n_repeats=bad)
+
+
+def test_fit_cache_holds_every_fit_of_a_spec():
+    """With 3 splits x 2 folds the gbm_x spec makes 3 * (2 + 2 * 2 * 2) = 30 fits; the runner
+    grows a smaller cache to that, so a second run (the loop's next iteration) refits nothing.
+    Without the reservation the least-recently-used store evicts each fit before its reuse."""
+    from causalflow.oci.gbm_learners import FIT_CACHE
+
+    df, _ = good_overlap(n=300, seed=4)
+    plan = Plan(data=df, treatment="t", outcome="y", confounders=["x1", "x2", "x3"], estimands=["ATE"])
+    data = prepare_data(plan)
+    spec = Spec(estimands=("ATE",), covariates=("x1", "x2", "x3"),
+                priorities=(("x1", "high"), ("x2", "high"), ("x3", "high")), n_folds=2, n_repeats=3,
+                propensity_learner="gbm_x", outcome_learner="gbm_x", seed=11)
+    saved = FIT_CACHE.maxsize
+    try:
+        FIT_CACHE.clear()
+        FIT_CACHE.maxsize = 8
+        first = run_spec(data, spec)
+        assert FIT_CACHE.maxsize == 30
+        misses = FIT_CACHE.misses
+        second = run_spec(data, spec)
+        assert FIT_CACHE.misses == misses
+        assert second.estimate("ATE").estimate == first.estimate("ATE").estimate
+        FIT_CACHE.reserve(10**6)
+        assert FIT_CACHE.maxsize == 256  # bounded: each LightGBM fit keeps its training structures
+    finally:
+        FIT_CACHE.maxsize = saved
+        FIT_CACHE.clear()
