@@ -89,6 +89,12 @@ class FitCache:
         working set evicts every fit before it is asked for again. A LightGBM fit keeps its
         training structures: 7-10 MB at 3,800 rows x 85 continuous columns (measured), less
         with fewer distinct values; hence the ``limit``.
+
+        Examples
+        --------
+        >>> c = FitCache(maxsize=4); c.reserve(10); c.reserve(2); c.reserve(10**6)
+        >>> c.maxsize
+        256
         """
         with self._lock:
             self.maxsize = max(self.maxsize, min(int(n), int(limit)))
