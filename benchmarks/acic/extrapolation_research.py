@@ -77,15 +77,6 @@ class LinearPlusTrees:
         return self.linear_.predict(X) + self.trees_.predict(X)
 
 
-def _oof(X, y, arm, folds, factory, seed) -> np.ndarray:
-    """Out-of-fold predictions for every row from models fitted on the arm's other-fold rows."""
-    out = np.empty(len(y))
-    for k in np.unique(folds):
-        test = folds == k
-        out[test] = factory(seed).fit(X[~test & arm], y[~test & arm]).predict(X[test])
-    return out
-
-
 def _shifted_holdout(X, D, arm, score, factories, seed, share: float = 0.2):
     """Squared errors and NNLS weights of the factories' models on the ``share`` of the arm's
     rows with the highest ``score``, the models trained on the arm's other rows."""
@@ -102,7 +93,7 @@ def _bracket_row(out: dict, name: str, y, t, e, m0, m1, tau1, tau0, clip: float 
     from causalflow.oci.runner import _kernel
 
     e = np.clip(e, clip, 1 - clip)
-    m0x, m1x = (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)
+    m0x, m1x = E.x_recombine(e, m0, m1, tau1, tau0)  # with the clipped propensity (cross_fit: unclipped)
     rows = np.ones(len(t), bool)
     for estimand in ("ATT", "ATE"):
         own = _kernel(estimand, "aipw_sample", y, t, e, rows, m0, m1)
@@ -130,11 +121,13 @@ def effect_variants(setting: int, replication: int, seed: int = 0) -> dict:
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
     tr = t == 1
     own = {"g": (fit.m0["y"], fit.m1["y"]),
-           "lb": (_oof(X, y, ~tr, folds, LinearPlusTrees, seed), _oof(X, y, tr, folds, LinearPlusTrees, seed))}
+           "lb": (E.arm_out_of_fold(X, y, ~tr, folds, LinearPlusTrees, seed),
+                  E.arm_out_of_fold(X, y, tr, folds, LinearPlusTrees, seed))}
     factories = {"t": gbm_tree_regressor, "lb": LinearPlusTrees}
     for o, (m0, m1) in own.items():
         D1, D0 = y - m0, m1 - y
-        taus = {n: (_oof(X, D1, tr, folds, f, seed), _oof(X, D0, ~tr, folds, f, seed)) for n, f in factories.items()}
+        taus = {n: (E.arm_out_of_fold(X, D1, tr, folds, f, seed), E.arm_out_of_fold(X, D0, ~tr, folds, f, seed))
+                for n, f in factories.items()}
         for n, (tau1, tau0) in taus.items():
             _bracket_row(out, f"{o}_{n}", y, t, fit.e, m0, m1, tau1, tau0)
         if o != "g":
@@ -166,8 +159,8 @@ def _default_models(X, t, y, folds, fit, seed):
     """The ``gbm_x`` outcome predictions and constant-leaf effect models: m0, m1, tau1, tau0."""
     tr = t == 1
     m0, m1 = fit.m0["y"], fit.m1["y"]
-    return (m0, m1, _oof(X, y - m0, tr, folds, gbm_tree_regressor, seed),
-            _oof(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed))
+    return (m0, m1, E.arm_out_of_fold(X, y - m0, tr, folds, gbm_tree_regressor, seed),
+            E.arm_out_of_fold(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed))
 
 
 def propensity_variants(setting: int, replication: int, seed: int = 0) -> dict:
@@ -216,8 +209,8 @@ def balance_variants(setting: int, replication: int, seed: int = 0) -> dict:
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
     tr = t == 1
     e = np.clip(fit.e, 1e-3, 1 - 1e-3)
-    m0, m1, _, tau0 = _default_models(X, t, y, folds, fit, seed)
-    m0x = (1 - e) * m0 + e * (m1 - tau0)
+    m0, m1, tau1, tau0 = _default_models(X, t, y, folds, fit, seed)
+    m0x, _ = E.x_recombine(e, m0, m1, tau1, tau0)
     keep = X.std(axis=0) > 0
     Z = (X[:, keep] - X[:, keep].mean(axis=0)) / X[:, keep].std(axis=0)
     logit = np.log(e / (1 - e))

@@ -37,8 +37,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-__all__ = ["EstimateKernel", "aggregate", "aipw_ate", "aipw_att", "balancing_weights", "bracket",
-           "crump_alpha", "cross_fit", "estimate", "make_folds", "overlap_ato"]
+__all__ = ["EstimateKernel", "aggregate", "aipw_ate", "aipw_att", "arm_out_of_fold", "balancing_weights",
+           "bracket", "crump_alpha", "cross_fit", "estimate", "make_folds", "overlap_ato", "x_recombine"]
 
 Estimand = Literal["ATE", "ATT", "ATO"]
 OutcomeFeatures = Literal["covariates", "covariates+propensity"]
@@ -438,14 +438,45 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     return CrossFit(e, m0x, m1x, folds, m0, m1)
 
 
-def _x_learner_predictions(X, y, treated, e, m0, m1, folds, factory, seed):
-    """The X-learner recombination of ``cross_fit`` (see there) for one outcome."""
-    tau1, tau0 = np.empty(len(y)), np.empty(len(y))
+def arm_out_of_fold(X, y, arm, folds, factory, seed: int) -> np.ndarray:
+    """Out-of-fold predictions for every row: for each fold k, a model (``factory(seed)``)
+    fitted on the rows of ``arm`` outside fold k predicts all rows of fold k.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LinearRegression
+    >>> X = np.arange(8.0)[:, None]; y = 2 * X[:, 0]; folds = np.array([0, 1] * 4)
+    >>> arm_out_of_fold(X, y, X[:, 0] < 6, folds, lambda seed: LinearRegression(), 0).round(6).tolist()
+    [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]
+    """
+    out = np.empty(len(y))
     for k in np.unique(folds):
         test = folds == k
-        for arm_mask, target, effect in ((treated, tau1, y - m0), (~treated, tau0, m1 - y)):
-            rows = (~test) & arm_mask
-            reg = factory(seed)
-            reg.fit(X[rows], effect[rows])
-            target[test] = reg.predict(X[test])
+        rows = ~test & arm
+        model = factory(seed)
+        model.fit(X[rows], y[rows])  # registered estimators need not return self
+        out[test] = model.predict(X[test])
+    return out
+
+
+def x_recombine(e, m0, m1, tau1, tau0) -> tuple[np.ndarray, np.ndarray]:
+    """The X-learner predictions ``(m0', m1')`` of ``cross_fit`` (see there) from the arms'
+    predictions and the effect models' predictions ``tau1`` (treated) and ``tau0`` (controls).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m0, m1 = x_recombine(np.array([0.0, 1.0]), np.array([1.0, 1.0]), np.array([3.0, 3.0]),
+    ...                      np.array([5.0, 5.0]), np.array([4.0, 4.0]))
+    >>> m0.tolist(), m1.tolist()     # e = 0: m1 from m0 + tau1; e = 1: m0 from m1 - tau0
+    ([1.0, -1.0], [6.0, 3.0])
+    """
     return (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)
+
+
+def _x_learner_predictions(X, y, treated, e, m0, m1, folds, factory, seed):
+    """The X-learner recombination of ``cross_fit`` (see there) for one outcome."""
+    tau1 = arm_out_of_fold(X, y - m0, treated, folds, factory, seed)
+    tau0 = arm_out_of_fold(X, m1 - y, ~treated, folds, factory, seed)
+    return x_recombine(e, m0, m1, tau1, tau0)
