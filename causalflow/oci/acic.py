@@ -183,6 +183,12 @@ def _linear_baseline(frame: pd.DataFrame, covariates: list[str]) -> dict:
     return {"estimate": b, "std_error": se, "ci_lower": b - 1.959964 * se, "ci_upper": b + 1.959964 * se}
 
 
+def _options(propensity_learner, outcome_learner, n_folds, seed, final_stage, n_repeats, max_iterations) -> dict:
+    """The evaluation options a record stores, and a resumed evaluation must match."""
+    return {"learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed,
+            "final_stage": final_stage, "n_repeats": n_repeats, "max_iterations": max_iterations}
+
+
 def _result_path(out: Path, setting: int, replication: int) -> Path:
     return out / "datasets" / f"s{setting:02d}_r{replication}.json"
 
@@ -264,8 +270,8 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
               "alternative": alternative,
               "iterations": iterations,
               "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - wall0,
-              "learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed,
-              "final_stage": final_stage, "n_repeats": n_repeats, "max_iterations": max_iterations}
+              **_options(propensity_learner, outcome_learner, n_folds, seed, final_stage, n_repeats,
+                         max_iterations)}
     atomic_write(path, json.dumps(record, indent=1, default=float))
     return record
 
@@ -485,10 +491,10 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
             if (settings is None or s in settings) and (replications is None or k in replications)]
     if not keys:
         raise ValidationError("settings/replications: no data set selected")
-    options = {"learners": [propensity_learner, outcome_learner], "n_folds": n_folds, "seed": seed,
-               "final_stage": final_stage, "n_repeats": n_repeats, "max_iterations": max_iterations}
     todo = [(s, k) for s, k in keys if not _result_path(out, s, k).exists()]
-    _check_resumed(out, [key for key in keys if key not in todo], options)
+    _check_resumed(out, [key for key in keys if key not in todo],
+                   _options(propensity_learner, outcome_learner, n_folds, seed, final_stage, n_repeats,
+                            max_iterations))
     t0 = time.perf_counter()
     jobs = (delayed(evaluate_dataset)(os.fspath(root), s, k, out, max_iterations=max_iterations,
                                       propensity_learner=propensity_learner,
