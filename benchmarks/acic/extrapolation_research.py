@@ -3,6 +3,8 @@
     python -m benchmarks.acic.extrapolation_research effect --save /tmp/effect.json [--pairs 19:3 76:3]
     python -m benchmarks.acic.extrapolation_research propensity --save /tmp/ps.json
     python -m benchmarks.acic.extrapolation_research balance --save /tmp/balance.json
+    python -m benchmarks.acic.extrapolation_research select --save /tmp/select.json
+    python -m benchmarks.acic.extrapolation_research overlap --save /tmp/overlap.json
     python -m benchmarks.acic.extrapolation_research analyse /tmp/effect.json
 
 Every variant uses the runner's own pieces for one fold split (seed 0, 5 folds): the
@@ -32,6 +34,19 @@ other folds; Platt 1999), the early-stopped model (``tuned``, ``TunedBoosting``)
 weights (Hainmueller 2012, Political Analysis 20(1)) that match the treated means of the
 standardised covariates (``ebal``) and also of the propensity logit (``ebal_ps``), instead of
 the Hajek propensity odds (``base``); same outcome models, same sample-ATT variance.
+
+``select`` (round 15): each arm's outcome model and each effect model chosen from a linear
+and a tree candidate by its out-of-fold squared error on the arm's rows (``min``, the discrete
+super learner) or weighted by non-negative least squares on the out-of-fold predictions
+(``nnls``, the convex super learner); van der Laan, Polley and Hubbard 2007, Stat. Appl.
+Genet. Mol. Biol. 6(1). Outcome candidates: linear-leaf LightGBM (``g``) and ridge; effect
+candidates: constant-leaf LightGBM (``t``) and ridge. Variant ``<own>_<effect>``.
+
+``overlap`` (round 15): the overlap-aware estimands the Critic proposes, each scored against
+its own sample truth from the potential outcomes ``y1 - y0`` of the export: the ATE and ATT
+of the units kept by Crump et al. (2009) trimming (``trim``) and the overlap-weighted ATO with
+``h = e (1 - e)`` (Li, Morgan and Zaslavsky 2018, JASA 113(521)), the weights from the
+estimated propensity, so that the truth is the population the estimate describes.
 """
 
 from __future__ import annotations
@@ -75,6 +90,87 @@ class LinearPlusTrees:
 
     def predict(self, X):
         return self.linear_.predict(X) + self.trees_.predict(X)
+
+
+class Ridge:
+    """Ridge regression on standardised columns, penalty by generalised cross-validation."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def fit(self, X, y):
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.model_ = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))).fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+
+def _select(P, target, arm, how: str) -> np.ndarray:
+    """Combine the candidates' out-of-fold predictions ``P`` (n, k) by their squared error on
+    the arm's rows: ``min`` picks the best (the discrete super learner), ``nnls`` weights them
+    by non-negative least squares (the convex super learner; van der Laan, Polley and Hubbard
+    2007, Stat. Appl. Genet. Mol. Biol. 6(1))."""
+    if how == "min":
+        return P[:, np.argmin(((P[arm] - target[arm, None]) ** 2).mean(axis=0))]
+    w, _ = nnls(P[arm], target[arm])
+    return P @ (w / w.sum()) if w.sum() > 0 else P.mean(axis=1)
+
+
+def select_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """The ``select`` variants of one data set (module docstring)."""
+    X, t, y, folds, fit, out = _setup(setting, replication, seed)
+    tr = t == 1
+    oof = lambda target, arm, f: E.arm_out_of_fold(X, target, arm, folds, f, seed)  # noqa: E731
+    g0, g1 = fit.m0["y"], fit.m1["y"]
+    r0, r1 = oof(y, ~tr, Ridge), oof(y, tr, Ridge)
+    out["mse"] = {"g0": float(np.mean((g0 - y)[~tr] ** 2)), "r0": float(np.mean((r0 - y)[~tr] ** 2)),
+                  "g1": float(np.mean((g1 - y)[tr] ** 2)), "r1": float(np.mean((r1 - y)[tr] ** 2))}
+    owns = {"g": (g0, g1)}
+    for how in ("min", "nnls"):
+        owns[how] = (_select(np.column_stack([g0, r0]), y, ~tr, how), _select(np.column_stack([g1, r1]), y, tr, how))
+    effects = {"t": gbm_tree_regressor, "r": Ridge}
+    for o, (m0, m1) in owns.items():
+        D1, D0 = y - m0, m1 - y
+        T1 = {n: oof(D1, tr, f) for n, f in effects.items()}
+        T0 = {n: oof(D0, ~tr, f) for n, f in effects.items()}
+        _bracket_row(out, f"{o}_t", y, t, fit.e, m0, m1, T1["t"], T0["t"])
+        for how in ("min", "nnls"):
+            tau1 = _select(np.column_stack(list(T1.values())), D1, tr, how)
+            tau0 = _select(np.column_stack(list(T0.values())), D0, ~tr, how)
+            _bracket_row(out, f"{o}_{how}", y, t, fit.e, m0, m1, tau1, tau0)
+    return out
+
+
+def overlap_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """The ``overlap`` estimands of one data set (module docstring), each with its own truth."""
+    from causalflow.oci.acic import resolve_data_dir
+    from causalflow.oci.runner import _kernel
+
+    X, t, y, folds, fit, out = _setup(setting, replication, seed)
+    zymu = pd.read_csv(resolve_data_dir(None) / str(setting) / f"zymu_{replication}.csv.gz")
+    effect = (zymu["y1"] - zymu["y0"]).to_numpy()
+    m0, m1, tau1, tau0 = _default_models(X, t, y, folds, fit, seed)
+    e = np.clip(fit.e, 1e-3, 1 - 1e-3)
+    m0x, m1x = E.x_recombine(e, m0, m1, tau1, tau0)
+    alpha = E.crump_alpha(e)
+    kept = (e >= alpha) & (e <= 1 - alpha)
+    h = e * (1 - e)
+    out["alpha"], out["n_trimmed"] = alpha, int((~kept).sum())
+    for name, estimand, stage, rows, truth in (
+            ("trim_ATE", "ATE", "aipw_sample", kept, effect[kept].mean()),
+            ("trim_ATT", "ATT", "aipw_sample", kept, effect[kept & (t == 1)].mean()),
+            ("ato_ATO", "ATO", "aipw", np.ones(len(t), bool), h @ effect / h.sum())):
+        own = _kernel(estimand, stage, y[rows], t[rows], e[rows], rows, m0, m1)
+        x = _kernel(estimand, stage, y[rows], t[rows], e[rows], rows, m0x, m1x)
+        b = E.bracket(own, x)
+        out[name] = [b.estimate, *b.interval(), own.estimate, x.estimate]
+        out[f"truth_{name}"] = float(truth)
+    return out
 
 
 def _shifted_holdout(X, D, arm, score, factories, seed, share: float = 0.2):
@@ -233,7 +329,7 @@ def analyse(records: list[dict]) -> pd.DataFrame:
         for key, v in o.items():
             if isinstance(v, list):
                 variant, estimand = key.rsplit("_", 1)
-                truth = o["satt"] if estimand == "ATT" else o["sate"]
+                truth = o.get(f"truth_{key}", o["satt"] if estimand == "ATT" else o["sate"])
                 rows.append(dict(estimand=estimand, variant=variant, r=o["r"], err=v[0] - truth,
                                  covered=v[1] <= truth <= v[2], length=v[2] - v[1]))
     d = pd.DataFrame(rows)
@@ -248,7 +344,7 @@ def analyse(records: list[dict]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "analyse"])
+    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "overlap", "analyse"])
     p.add_argument("files", nargs="*", help="for analyse: the saved JSON files")
     p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs (default all 231)")
     p.add_argument("--save", default=None)
@@ -265,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else list_datasets(None)
     fn = {"effect": effect_variants, "propensity": propensity_variants, "clip": clip_variants,
-          "balance": balance_variants}[a.what]
+          "balance": balance_variants, "select": select_variants,
+          "overlap": overlap_variants}[a.what]
 
     def run(s, r):
         with threadpool_limits(1):

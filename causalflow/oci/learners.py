@@ -27,6 +27,9 @@ Built in:
 - ``"gbm_x_tuned"``: ``"gbm_x"`` with every model's number of boosting rounds chosen by
   inner cross-validation (:class:`causalflow.oci.gbm_learners.TunedBoosting`);
   ``"gbm_x_tuned_ps"`` tunes only the propensity model.
+- ``"gbm_x_select"``: ``"gbm_x"`` whose effect model per arm is chosen between the
+  constant-leaf LightGBM and a ridge regression by out-of-fold error (the discrete super
+  learner, :func:`causalflow.oci.estimators.select_out_of_fold`).
 
 Examples
 --------
@@ -67,10 +70,11 @@ class Learner:
         A Bayesian regressor (posterior-mean prediction) fitted once per arm on all of the
         arm's rows and averaged with the cross-fitted outcome model (``cross_fit``'s
         ``posterior_factory``).
-    effect_regressor : callable(seed) -> estimator, or None
+    effect_regressor : callable(seed) -> estimator, tuple of them, or None
         Makes the effect models of an X-learner recombination: each arm's outcome prediction
         is rebuilt from the other arm's plus a cross-fitted effect model where the arm has
-        few units (``cross_fit``'s ``effect_factory``).
+        few units (``cross_fit``'s ``effect_factory``). A tuple lists candidates, one chosen
+        per arm by out-of-fold error.
     """
 
     name: str
@@ -79,7 +83,7 @@ class Learner:
     flexible: bool = False
     outcome_features: str = "covariates"
     posterior_regressor: Callable[[int], object] | None = None
-    effect_regressor: Callable[[int], object] | None = None
+    effect_regressor: Callable[[int], object] | tuple[Callable[[int], object], ...] | None = None
 
 
 def _linear_classifier(seed: int):
@@ -153,7 +157,7 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
                      *, flexible: bool = False, replace: bool = False,
                      outcome_features: str = "covariates",
                      posterior_regressor: Callable[[int], object] | None = None,
-                     effect_regressor: Callable[[int], object] | None = None) -> Learner:
+                     effect_regressor: Callable[[int], object] | tuple | None = None) -> Learner:
     """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
 
     Examples
@@ -173,9 +177,14 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
     if outcome_features not in ("covariates", "covariates+propensity"):
         raise ValidationError(f"learner {name!r}: outcome_features must be 'covariates' or "
                               f"'covariates+propensity', got {outcome_features!r}")
-    for field, value in (("posterior_regressor", posterior_regressor), ("effect_regressor", effect_regressor)):
-        if value is not None and not callable(value):
-            raise ValidationError(f"learner {name!r}: {field} must be a callable of the seed or None")
+    if posterior_regressor is not None and not callable(posterior_regressor):
+        raise ValidationError(f"learner {name!r}: posterior_regressor must be a callable of the seed or None")
+    if isinstance(effect_regressor, list):
+        effect_regressor = tuple(effect_regressor)
+    if effect_regressor is not None and not callable(effect_regressor) and not (
+            isinstance(effect_regressor, tuple) and effect_regressor and all(map(callable, effect_regressor))):
+        raise ValidationError(f"learner {name!r}: effect_regressor must be a callable of the seed, "
+                              f"a non-empty tuple of them, or None")
     entry = Learner(name, classifier, regressor, flexible, outcome_features, posterior_regressor,
                     effect_regressor)
     _REGISTRY[name] = entry
@@ -230,6 +239,9 @@ def _register_gbm_linear_tree() -> None:
     # only the propensity model tuned (round 10)
     register_learner("gbm_x_tuned_ps", tuned_gbm_classifier, gbm_linear_tree_regressor, flexible=True,
                      effect_regressor=gbm_tree_regressor)
+    # gbm_x with each arm's effect model chosen between trees and ridge by out-of-fold error (round 15)
+    register_learner("gbm_x_select", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
+                     effect_regressor=(gbm_tree_regressor, _ridge_regressor))
 
 
 _register_gbm_linear_tree()
