@@ -146,6 +146,26 @@ def select_variants(setting: int, replication: int, seed: int = 0) -> dict:
     return out
 
 
+def select3_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """``select3``: the discrete selector of the effect models over constant-leaf LightGBM and
+    ridge (``min2``, learner ``gbm_x_select``) and over those two and a constant (``min3``:
+    the mean imputed effect, for effects that do not vary); ``t`` = the ``gbm_x`` default."""
+    from sklearn.dummy import DummyRegressor
+
+    X, t, y, folds, fit, out = _setup(setting, replication, seed)
+    tr = t == 1
+    m0, m1 = fit.m0["y"], fit.m1["y"]
+    cands = (gbm_tree_regressor, Ridge, lambda s: DummyRegressor())
+    D1, D0 = y - m0, m1 - y
+    P1 = [E.arm_out_of_fold(X, D1, tr, folds, f, seed) for f in cands]
+    P0 = [E.arm_out_of_fold(X, D0, ~tr, folds, f, seed) for f in cands]
+    for name, k in (("t", 1), ("min2", 2), ("min3", 3)):
+        tau1 = _select(np.column_stack(P1[:k]), D1, tr, "min")
+        tau0 = _select(np.column_stack(P0[:k]), D0, ~tr, "min")
+        _bracket_row(out, name, y, t, fit.e, m0, m1, tau1, tau0)
+    return out
+
+
 def overlap_variants(setting: int, replication: int, seed: int = 0) -> dict:
     """The ``overlap`` estimands of one data set (module docstring), each with its own truth."""
     from causalflow.oci.acic import resolve_data_dir
@@ -344,7 +364,7 @@ def analyse(records: list[dict]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "overlap", "analyse"])
+    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "select3", "overlap", "analyse"])
     p.add_argument("files", nargs="*", help="for analyse: the saved JSON files")
     p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs (default all 231)")
     p.add_argument("--save", default=None)
@@ -361,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else list_datasets(None)
     fn = {"effect": effect_variants, "propensity": propensity_variants, "clip": clip_variants,
-          "balance": balance_variants, "select": select_variants,
+          "balance": balance_variants, "select": select_variants, "select3": select3_variants,
           "overlap": overlap_variants}[a.what]
 
     def run(s, r):

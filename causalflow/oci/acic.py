@@ -49,9 +49,10 @@ __all__ = ["AcicData", "EstimandMetrics", "cli_main", "estimand_metrics", "evalu
 ESTIMAND_TRUTH = {"ATT": "satt", "ATE": "sate"}
 SETTING_COLUMNS = ("model.trt", "root.trt", "overlap.trt", "model.rsp", "alignment", "te.hetero")
 #: linear-leaf LightGBM outcome models recombined as an X-learner (benchmarks/acic/NOTES.md, round 6)
-DEFAULT_LEARNER = "gbm_x"
+#: whose effect model per arm is trees or ridge, whichever has the lower out-of-fold error (round 15)
+DEFAULT_LEARNER = "gbm_x_select"
 #: ACIC scores sample estimands (SATT, SATE): Hajek AIPW with the sample-ATT variance
-#: (causalflow.oci.sample_estimands), bracketed over the two extrapolations by the gbm_x learner.
+#: (causalflow.oci.sample_estimands), bracketed over the two extrapolations by the X-learner.
 #: Alone it under-covered (nuisance bias, NOTES.md round 2); bracketed it covers (round 7).
 #: The runner's "aipw" (influence-function SEs) is recorded alongside.
 DEFAULT_FINAL_STAGE = "aipw_sample"
