@@ -267,10 +267,15 @@ def balancing_weights(estimand: Estimand, t, e) -> np.ndarray:
 def crump_alpha(e) -> float:
     """Crump et al. (2009) optimal trimming threshold alpha for the ATE.
 
-    With ``g = 1 / (e (1 - e))``: alpha = 0 when ``max g <= 2 mean g``; otherwise
-    ``gamma = 1 / (alpha (1 - alpha))`` solves ``gamma = 2 E[g | g <= gamma]``
-    (Crump et al. 2009, Theorem 1), computed on the sorted sample, and
-    ``alpha = 1/2 - sqrt(1/4 - 1/gamma)``.
+    With ``g = 1 / (e (1 - e))``, the kept set ``A = {alpha <= e <= 1 - alpha} = {g <= gamma}``,
+    ``gamma = 1 / (alpha (1 - alpha))``, minimises the variance bound of the ATE on A,
+    ``E[g | A] / P(A)`` (Crump, Hotz, Imbens and Mitnik 2009, Biometrika 96(1), Theorem 1).
+    On the sample, keeping the ``k`` smallest ``g`` gives ``n sum_{i <= k} g_(i) / k^2``; alpha
+    comes from the ``k`` that minimises it over all ``k`` (``gamma`` between ``g_(k)`` and
+    ``g_(k+1)``), and is 0 when keeping every unit is best. Theorem 1's first-order condition ``gamma = 2 E[g | g <= gamma]`` (no
+    trimming when ``max g <= 2 E[g]``) picks the same point when the objective has one
+    minimum; when most units lie without overlap (``g`` bimodal) "keep all" is also a root
+    but not the minimum, and only the global minimiser trims them.
 
     Examples
     --------
@@ -280,15 +285,21 @@ def crump_alpha(e) -> float:
     >>> e = np.r_[np.full(90, 0.5), np.full(10, 0.001)]
     >>> 0.001 < crump_alpha(e) < 0.5
     True
+    >>> e = np.r_[np.full(40, 0.5), np.full(60, 0.001)]   # most units without overlap
+    >>> 0.001 < crump_alpha(e) < 0.5                      # max g <= 2 mean g, still trimmed
+    True
     """
-    g = 1.0 / (np.asarray(e, float) * (1 - np.asarray(e, float)))
-    if g.max() <= 2 * g.mean():
+    e = np.asarray(e, float)
+    gs = np.sort(1.0 / (e * (1 - e)))
+    cumsum = np.cumsum(gs)
+    k = int(np.argmin(cumsum / np.arange(1, len(gs) + 1) ** 2))
+    if gs[k] == gs[-1]:
         return 0.0
-    gs = np.sort(g)
-    cummean = np.cumsum(gs) / np.arange(1, len(gs) + 1)
-    bad = np.flatnonzero(gs > 2 * cummean)
-    k = (bad[0] - 1) if len(bad) else len(gs) - 1
-    gamma = 2 * cummean[max(k, 0)]
+    # any gamma in [g_(k), g_(k+1)) keeps the same units: the first-order root if it lies there
+    nxt = gs[np.searchsorted(gs, gs[k], side="right")]
+    gamma = 2 * cumsum[k] / (k + 1)
+    if not gs[k] <= gamma < nxt:
+        gamma = np.sqrt(gs[k] * nxt)
     return float(0.5 - np.sqrt(0.25 - 1.0 / gamma))
 
 

@@ -102,6 +102,23 @@ def test_crump_alpha_minimises_the_variance_bound():
     assert crump_alpha(np.linspace(0.3, 0.7, 100)) == 0.0
 
 
+def test_crump_alpha_is_the_global_minimiser_when_most_units_lack_overlap():
+    # 60% of the units near e = 0.001 (as ACIC 2016 setting 19 replication 3): max g <= 2 E[g],
+    # so the first-order condition of Crump et al.'s Theorem 1 also holds for "keep all", but
+    # the variance bound E[g | A] / P(A) is far smaller on the units with overlap. The sample
+    # objective, evaluated at every candidate threshold by brute force, decides.
+    rng = np.random.default_rng(3)
+    e = np.r_[rng.uniform(0.001, 0.0012, 600), rng.uniform(0.2, 0.8, 400)]
+    g = 1 / (e * (1 - e))
+    assert g.max() <= 2 * g.mean()
+    objective = lambda a: g[(e >= a) & (e <= 1 - a)].sum() / ((e >= a) & (e <= 1 - a)).sum() ** 2  # noqa: E731
+    candidates = np.r_[0.0, np.unique(np.minimum(e, 1 - e))]
+    best = min(objective(a) for a in candidates)
+    alpha = crump_alpha(e)
+    assert objective(alpha) == pytest.approx(best, rel=1e-12)
+    assert ((e >= alpha) & (e <= 1 - alpha)).sum() < 400 + 1 and objective(alpha) < objective(0.0) / 10
+
+
 def test_smd_by_hand():
     rng = np.random.default_rng(1)
     x = rng.normal(size=50)
