@@ -125,7 +125,7 @@ def select_variants(setting: int, replication: int, seed: int = 0) -> dict:
     """The ``select`` variants of one data set (module docstring)."""
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
     tr = t == 1
-    oof = lambda target, arm, f: E.arm_out_of_fold(X, target, arm, folds, f, seed)  # noqa: E731
+    oof = lambda target, arm, f: E.arm_out_of_fold(X, target, arm, folds, f, seed)
     g0, g1 = fit.m0["y"], fit.m1["y"]
     r0, r1 = oof(y, ~tr, Ridge), oof(y, tr, Ridge)
     out["mse"] = {"g0": float(np.mean((g0 - y)[~tr] ** 2)), "r0": float(np.mean((r0 - y)[~tr] ** 2)),

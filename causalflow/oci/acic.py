@@ -502,16 +502,16 @@ def summarise(out: str | os.PathLike, data: str | os.PathLike | None = None, *,
         ("h2", "Accuracy per estimand"), _table(overall),
         ("img", "estimate_vs_truth"),
         ("h2", "SATT: comparison with the competition entries"),
-        ("p", "Competition numbers are over 7,700 data sets (77 settings x 100 replications); ours over "
-              f"{len(records)} (3 replications per setting): the comparison is indicative, and "
-              "replications 1-3 are a subset of theirs."),
+        ("p", ("Competition numbers are over 7,700 data sets (77 settings x 100 replications); ours over "
+               f"{len(records)} (3 replications per setting): the comparison is indicative, and "
+               "replications 1-3 are a subset of theirs.")),
         _table(comparison),
         ("h2", "Critic verdicts (does the Critic flag the bad ones?)"), _table(verdicts),
         *([("h2", "Every estimand on its own population (the Critic's overlap remedies)"),
-           ("p", "Trimmed ATE / ATT (Crump et al. 2009) and the overlap-weighted ATO target other "
-                 "populations than SATE / SATT; each is scored here against the sample truth of the units "
-                 "it describes (mean y1 - y0 over the kept units, or weighted by e (1 - e) with the "
-                 "propensity the estimate used), from the last iteration that estimated it."),
+           ("p", ("Trimmed ATE / ATT (Crump et al. 2009) and the overlap-weighted ATO target other "
+                  "populations than SATE / SATT; each is scored here against the sample truth of the units "
+                  "it describes (mean y1 - y0 over the kept units, or weighted by e (1 - e) with the "
+                  "propensity the estimate used), from the last iteration that estimated it.")),
            _table(populations)] if len(populations) else []),
         ("h2", "By setting characteristics"), _table(by_char),
         ("h2", "Coverage by setting"), ("img", "coverage_by_setting"),

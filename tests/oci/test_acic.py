@@ -155,7 +155,7 @@ def test_every_estimate_carries_the_truth_of_its_population(tmp_path):
     from causalflow.oci.actor import RuleActor
     from causalflow.oci.loop import run
 
-    opts = dict(propensity_learner="linear", outcome_learner="linear", n_folds=2)
+    opts = {"propensity_learner": "linear", "outcome_learner": "linear", "n_folds": 2}
     rec = acic.evaluate_dataset(DATA, 19, 3, tmp_path, max_iterations=2, **opts)
     raw = pd.read_csv(DATA / "19" / "zymu_3.csv.gz")
     eff = (raw["y1"] - raw["y0"]).to_numpy()

@@ -10,11 +10,16 @@ from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from causalflow.errors import ValidationError
-from causalflow.oci.estimators import cross_fit, make_folds, select_out_of_fold, x_recombine
+from causalflow.oci.estimators import (
+    cross_fit,
+    make_folds,
+    select_out_of_fold,
+    x_recombine,
+)
 from causalflow.oci.learners import get_learner, register_learner
 
-MEAN = lambda s: DummyRegressor()  # noqa: E731
-OLS = lambda s: LinearRegression()  # noqa: E731
+MEAN = lambda s: DummyRegressor()
+OLS = lambda s: LinearRegression()
 
 
 def _oof_ref(X, y, arm, folds, kind):
@@ -65,7 +70,7 @@ def test_the_arm_decides_not_the_other_rows():
 def test_cross_fit_uses_each_arms_chosen_effect_model(slope):
     X, t, y = _data(slope=slope, seed=2)
     folds = make_folds(t, 3, 0)
-    clf = lambda s: LogisticRegression(random_state=s)  # noqa: E731
+    clf = lambda s: LogisticRegression(random_state=s)
     fit = cross_fit(X, t, {"y": y}, folds, clf, OLS, 0, effect_factory=(MEAN, OLS))
     m0, m1, tr = fit.m0_arms["y"], fit.m1_arms["y"], t == 1
     taus = []

@@ -111,7 +111,7 @@ def test_crump_alpha_is_the_global_minimiser_when_most_units_lack_overlap():
     e = np.r_[rng.uniform(0.001, 0.0012, 600), rng.uniform(0.2, 0.8, 400)]
     g = 1 / (e * (1 - e))
     assert g.max() <= 2 * g.mean()
-    objective = lambda a: g[(e >= a) & (e <= 1 - a)].sum() / ((e >= a) & (e <= 1 - a)).sum() ** 2  # noqa: E731
+    objective = lambda a: g[(e >= a) & (e <= 1 - a)].sum() / ((e >= a) & (e <= 1 - a)).sum() ** 2
     candidates = np.r_[0.0, np.unique(np.minimum(e, 1 - e))]
     best = min(objective(a) for a in candidates)
     alpha = crump_alpha(e)
