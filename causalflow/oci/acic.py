@@ -201,7 +201,10 @@ def population_truth(estimand: str, unit_effect, t, e, kept) -> float:
     the units kept by trimming (ATE) or the kept treated units (ATT), and for the ATO the
     overlap-weighted mean ``sum h (y1 - y0) / sum h`` with ``h = e (1 - e)`` from the same
     (estimated, clipped) propensity the estimate used (Li, Morgan and Zaslavsky 2018, JASA
-    113(521)). ``kept`` is all True without trimming.
+    113(521)). ``kept`` is all True without trimming. With several cross-fitting splits the
+    runner trims with the mean propensity over the splits (so the kept units here are exactly
+    its), while its ATO averages per-split estimates, each with its split's weights; the truth
+    uses the mean propensity's weights, a second-order difference.
 
     Examples
     --------
