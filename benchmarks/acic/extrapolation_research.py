@@ -307,27 +307,13 @@ def clip_variants(setting: int, replication: int, seed: int = 0) -> dict:
     return out
 
 
-def _entropy_balance(Xc, target) -> np.ndarray:
-    """Control weights ``w ~ exp(Xc lam)`` (sum 1) with ``w @ Xc = target``, by the convex dual
-    ``min log sum exp(Xc lam) - lam @ target`` (L-BFGS; with limited overlap there may be no
-    solution, and the weights then pile onto few units)."""
-    from scipy.optimize import minimize
-
-    def dual(lam):
-        a = Xc @ lam
-        w = np.exp(a - a.max())
-        return a.max() + np.log(w.sum()) - lam @ target, (w / w.sum()) @ Xc - target
-
-    lam = minimize(dual, np.zeros(Xc.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
-    w = np.exp(Xc @ lam - (Xc @ lam).max())
-    return w / w.sum()
-
-
-def _entropy_balance_l2(Xc, target, delta: float) -> np.ndarray:
-    """Approximate entropy balancing: the dual of ``_entropy_balance`` plus ``delta / 2 |lam|^2``,
-    so that the weighted control means miss the target by ``-delta lam`` (a bounded imbalance
-    instead of an infeasible exact balance; the dual view of approximate balancing weights,
-    Zubizarreta 2015, JASA 110(511); Wang and Zubizarreta 2020, Biometrika 107(1))."""
+def _entropy_balance(Xc, target, delta: float = 0.0, maxiter: int = 500) -> np.ndarray:
+    """Control weights ``w ~ exp(Xc lam)`` (sum 1) by the convex dual
+    ``min log sum exp(Xc lam) - lam @ target + delta / 2 |lam|^2`` (L-BFGS). ``delta = 0``:
+    exact balance ``w @ Xc = target`` (Hainmueller 2012; with limited overlap there may be no
+    solution, and the weights then pile onto few units); ``delta > 0``: the weighted means miss
+    the target by ``-delta lam``, a bounded imbalance (the dual view of approximate balancing
+    weights, Zubizarreta 2015, JASA 110(511); Wang and Zubizarreta 2020, Biometrika 107(1))."""
     from scipy.optimize import minimize
 
     def dual(lam):
@@ -336,40 +322,16 @@ def _entropy_balance_l2(Xc, target, delta: float) -> np.ndarray:
         return (a.max() + np.log(w.sum()) - lam @ target + 0.5 * delta * lam @ lam,
                 (w / w.sum()) @ Xc - target + delta * lam)
 
-    lam = minimize(dual, np.zeros(Xc.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 1000}).x
+    lam = minimize(dual, np.zeros(Xc.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": maxiter}).x
     w = np.exp(Xc @ lam - (Xc @ lam).max())
     return w / w.sum()
 
 
-def rebalance_variants(setting: int, replication: int, seed: int = 0) -> dict:
-    """``rebalance`` (ATT only): the augmented ATT with approximate entropy-balancing control
-    weights (``_entropy_balance_l2``, penalty ``delta`` = 0.01, 0.1, 1 on the standardised
-    covariates and the propensity logit) instead of the Hajek propensity odds (``base``)."""
-    from causalflow.oci.sample_estimands import att_sample
-
-    X, t, y, folds, fit, out = _setup(setting, replication, seed)
-    tr = t == 1
-    e = np.clip(fit.e, 1e-3, 1 - 1e-3)
-    m0, m1, tau1, tau0 = _default_models(X, t, y, folds, fit, seed)
-    m0x, _ = E.x_recombine(e, m0, m1, tau1, tau0)
-    keep = X.std(axis=0) > 0
-    Z = (X[:, keep] - X[:, keep].mean(axis=0)) / X[:, keep].std(axis=0)
-    logit = np.log(e / (1 - e))
-    Z = np.column_stack([Z, (logit - logit.mean()) / logit.std()])
-    for name, delta in (("base", None), ("rebal0.01", 0.01), ("rebal0.1", 0.1), ("rebal1", 1.0)):
-        odds = e.copy()
-        if delta is not None:  # att_sample weighs controls by e / (1 - e): pass the weights as odds
-            w = _entropy_balance_l2(Z[~tr], Z[tr].mean(axis=0), delta)
-            odds[~tr] = w / (1 + w)
-            out[f"ess_{name}"] = float(1 / (w @ w))
-        own, x = att_sample(y, t, odds, m0), att_sample(y, t, odds, m0x)
-        b = E.bracket(own, x)
-        out[f"{name}_ATT"] = [b.estimate, *b.interval(), own.estimate, x.estimate]
-    return out
-
-
-def balance_variants(setting: int, replication: int, seed: int = 0) -> dict:
-    """The ``balance`` variants of one data set (module docstring)."""
+def _att_weight_variants(setting: int, replication: int, seed: int, variants) -> dict:
+    """The augmented ATT (bracket, sample variance) with the Hajek propensity odds (``base``)
+    and with each variant's control weights: ``variants`` maps a name to a function
+    ``(Z, Zp, treated) -> weights of the controls``, ``Z`` the standardised covariate columns
+    and ``Zp`` the same with the standardised propensity logit."""
     from causalflow.oci.sample_estimands import att_sample
 
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
@@ -381,15 +343,34 @@ def balance_variants(setting: int, replication: int, seed: int = 0) -> dict:
     Z = (X[:, keep] - X[:, keep].mean(axis=0)) / X[:, keep].std(axis=0)
     logit = np.log(e / (1 - e))
     Zp = np.column_stack([Z, (logit - logit.mean()) / logit.std()])
-    for name, D in (("base", None), ("ebal", Z), ("ebal_ps", Zp)):
+    for name, weigh in (("base", None), *variants.items()):
         odds = e.copy()
-        if D is not None:  # att_sample weighs controls by e / (1 - e): pass the weights as odds
-            w = _entropy_balance(D[~tr], D[tr].mean(axis=0))
+        if weigh is not None:  # att_sample weighs controls by e / (1 - e): pass the weights as odds
+            w = weigh(Z, Zp, tr)
             odds[~tr] = w / (1 + w)
+            out[f"ess_{name}"] = float(1 / (w @ w))
         own, x = att_sample(y, t, odds, m0), att_sample(y, t, odds, m0x)
         b = E.bracket(own, x)
         out[f"{name}_ATT"] = [b.estimate, *b.interval(), own.estimate, x.estimate]
     return out
+
+
+def rebalance_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """``rebalance`` (ATT only): approximate entropy-balancing control weights
+    (``_entropy_balance`` with ``delta`` = 0.01, 0.1, 1, on the standardised covariates and the
+    propensity logit) instead of the Hajek propensity odds (``base``)."""
+    def approx(delta):
+        return lambda Z, Zp, tr: _entropy_balance(Zp[~tr], Zp[tr].mean(axis=0), delta, maxiter=1000)
+
+    return _att_weight_variants(setting, replication, seed,
+                                {f"rebal{d:g}": approx(d) for d in (0.01, 0.1, 1.0)})
+
+
+def balance_variants(setting: int, replication: int, seed: int = 0) -> dict:
+    """The ``balance`` variants of one data set (module docstring)."""
+    return _att_weight_variants(setting, replication, seed, {
+        "ebal": lambda Z, Zp, tr: _entropy_balance(Z[~tr], Z[tr].mean(axis=0)),
+        "ebal_ps": lambda Z, Zp, tr: _entropy_balance(Zp[~tr], Zp[tr].mean(axis=0))})
 
 
 def analyse(records: list[dict]) -> pd.DataFrame:
