@@ -272,10 +272,10 @@ def crump_alpha(e) -> float:
     ``E[g | A] / P(A)`` (Crump, Hotz, Imbens and Mitnik 2009, Biometrika 96(1), Theorem 1).
     On the sample, keeping the ``k`` smallest ``g`` gives ``n sum_{i <= k} g_(i) / k^2``; alpha
     comes from the ``k`` that minimises it over all ``k`` (``gamma`` between ``g_(k)`` and
-    ``g_(k+1)``), and is 0 when keeping every unit is best. Theorem 1's first-order condition ``gamma = 2 E[g | g <= gamma]`` (no
-    trimming when ``max g <= 2 E[g]``) picks the same point when the objective has one
-    minimum; when most units lie without overlap (``g`` bimodal) "keep all" is also a root
-    but not the minimum, and only the global minimiser trims them.
+    ``g_(k+1)``), and is 0 when keeping every unit is best. Theorem 1's first-order condition
+    ``gamma = 2 E[g | g <= gamma]`` (no trimming when ``max g <= 2 E[g]``) picks the same point
+    when the objective has one minimum; when most units lie without overlap (``g`` bimodal)
+    "keep all" is also a root but not the minimum, and only the global minimiser trims them.
 
     Examples
     --------
@@ -518,12 +518,9 @@ def select_out_of_fold(X, y, arm, folds, factories, seed: int) -> tuple[np.ndarr
 
 
 def _x_learner_predictions(X, y, treated, e, m0, m1, folds, factory, seed):
-    """The X-learner recombination of ``cross_fit`` (see there) for one outcome; with a
-    sequence of effect factories each arm's effect model is chosen by ``select_out_of_fold``."""
-    if callable(factory):
-        tau1 = arm_out_of_fold(X, y - m0, treated, folds, factory, seed)
-        tau0 = arm_out_of_fold(X, m1 - y, ~treated, folds, factory, seed)
-    else:
-        tau1 = select_out_of_fold(X, y - m0, treated, folds, factory, seed)[0]
-        tau0 = select_out_of_fold(X, m1 - y, ~treated, folds, factory, seed)[0]
+    """The X-learner recombination of ``cross_fit`` (see there) for one outcome; each arm's
+    effect model is chosen by ``select_out_of_fold`` (one factory: the only candidate)."""
+    factories = (factory,) if callable(factory) else factory
+    tau1 = select_out_of_fold(X, y - m0, treated, folds, factories, seed)[0]
+    tau0 = select_out_of_fold(X, m1 - y, ~treated, folds, factories, seed)[0]
     return x_recombine(e, m0, m1, tau1, tau0)
