@@ -75,28 +75,6 @@ from causalflow.oci.gbm_learners import (
 )
 
 
-class LinearPlusTrees:
-    """Ridge regression (standardised, penalty by generalised cross-validation), then 300
-    rounds of constant-leaf LightGBM on its residuals: boosting started from a linear fit
-    (Friedman 2001, Ann. Statist. 29(5), the initial model ``F_0``). Beyond the data the
-    trees are flat, so the prediction extrapolates along the linear part."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def fit(self, X, y):
-        from sklearn.linear_model import RidgeCV
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        self.linear_ = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))).fit(X, y)
-        self.trees_ = Boosting("regressor", 300, seed=self.seed).fit(X, y - self.linear_.predict(X))
-        return self
-
-    def predict(self, X):
-        return self.linear_.predict(X) + self.trees_.predict(X)
-
-
 class Ridge:
     """Ridge regression on standardised columns, penalty by generalised cross-validation."""
 
@@ -113,6 +91,23 @@ class Ridge:
 
     def predict(self, X):
         return self.model_.predict(X)
+
+
+class LinearPlusTrees:
+    """:class:`Ridge`, then 300 rounds of constant-leaf LightGBM on its residuals: boosting
+    started from a linear fit (Friedman 2001, Ann. Statist. 29(5), the initial model ``F_0``).
+    Beyond the data the trees are flat, so the prediction extrapolates along the linear part."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def fit(self, X, y):
+        self.linear_ = Ridge(self.seed).fit(X, y)
+        self.trees_ = Boosting("regressor", 300, seed=self.seed).fit(X, y - self.linear_.predict(X))
+        return self
+
+    def predict(self, X):
+        return self.linear_.predict(X) + self.trees_.predict(X)
 
 
 def _select(P, target, arm, how: str) -> np.ndarray:
