@@ -85,6 +85,21 @@ class Learner:
     posterior_regressor: Callable[[int], object] | None = None
     effect_regressor: Callable[[int], object] | tuple[Callable[[int], object], ...] | None = None
 
+    @property
+    def effect_candidates(self) -> tuple[Callable[[int], object], ...]:
+        """The effect-model factories as a tuple: empty without an X-learner, one entry for a
+        single factory, else the candidates chosen between by out-of-fold error.
+
+        Examples
+        --------
+        >>> len(get_learner("gbm_x_select").effect_candidates), len(get_learner("gbm_x").effect_candidates)
+        (2, 1)
+        >>> get_learner("linear").effect_candidates
+        ()
+        """
+        e = self.effect_regressor
+        return () if e is None else (e,) if callable(e) else tuple(e)
+
 
 def _linear_classifier(seed: int):
     from sklearn.linear_model import LogisticRegression

@@ -257,9 +257,7 @@ def _reserve_fit_cache(spec: Spec, n_outcomes: int, learner) -> None:
     X-learner, a posterior fit), so that the next loop iteration is served from it."""
     from .gbm_learners import FIT_CACHE
 
-    effect = learner.effect_regressor
-    n_effect = 0 if effect is None else 1 if callable(effect) else len(effect)
-    per_arm = spec.n_folds * (1 + n_effect) + (learner.posterior_regressor is not None)
+    per_arm = spec.n_folds * (1 + len(learner.effect_candidates)) + (learner.posterior_regressor is not None)
     FIT_CACHE.reserve(spec.n_repeats * (spec.n_folds + 2 * n_outcomes * per_arm))
 
 
