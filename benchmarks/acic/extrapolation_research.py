@@ -7,6 +7,7 @@
     python -m benchmarks.acic.extrapolation_research select3 --save /tmp/select3.json
     python -m benchmarks.acic.extrapolation_research overlap --save /tmp/overlap.json
     python -m benchmarks.acic.extrapolation_research rebalance --save /tmp/rebalance.json
+    python -m benchmarks.acic.extrapolation_research bcf --save /tmp/bcf.json
     python -m benchmarks.acic.extrapolation_research analyse /tmp/effect.json
 
 Every variant uses the runner's own pieces for one fold split (seed 0, 5 folds): the
@@ -49,6 +50,14 @@ its own sample truth from the potential outcomes ``y1 - y0`` of the export: the 
 of the units kept by Crump et al. (2009) trimming (``trim``) and the overlap-weighted ATO with
 ``h = e (1 - e)`` (Li, Morgan and Zaslavsky 2018, JASA 113(521)), the weights from the
 estimated propensity, so that the truth is the population the estimate describes.
+
+``bcf`` (round 16): Bayesian causal forests (Hahn, Murray and Carvalho 2020, Bayesian
+Analysis 15(3); stochtree's ``BCFModel``), one fit on all rows with the out-of-fold LightGBM
+propensity as a prognostic covariate: the posterior of the sample ATT / ATE (``bcfpost``: mean of
+the draws of ``mean tau(x)`` over the treated / all units, 2.5 / 97.5% quantiles), the
+``aipw_sample`` kernel on the BCF fit ``m0 = mu(x), m1 = mu(x) + tau(x)`` (``bcfaipw``), the
+bracket with those predictions averaged into the default outcome models (``avg``), and the
+default (``g_t``).
 
 ``select3`` and ``rebalance`` (round 15): see their functions (a constant effect candidate;
 approximate entropy-balancing ATT weights).
@@ -368,6 +377,39 @@ def balance_variants(setting: int, replication: int, seed: int = 0) -> dict:
         "ebal_ps": lambda Z, Zp, tr: _entropy_balance(Zp[~tr], Zp[tr].mean(axis=0))})
 
 
+def bcf_variants(setting: int, replication: int, seed: int = 0, burnin: int = 100,
+                 draws: int = 100) -> dict:
+    """The ``bcf`` variants of one data set (module docstring)."""
+    import time
+
+    from stochtree import BCFModel
+
+    from causalflow.oci.runner import _kernel
+
+    X, t, y, folds, fit, out = _setup(setting, replication, seed)
+    m0, m1, tau1, tau0 = _default_models(X, t, y, folds, fit, seed)
+    _bracket_row(out, "g_t", y, t, fit.e, m0, m1, tau1, tau0)
+    e = np.clip(fit.e, 1e-3, 1 - 1e-3)
+    start = time.process_time()
+    b = BCFModel()
+    b.sample(X_train=X, Z_train=t, y_train=y, propensity_train=e, num_gfr=0, num_burnin=burnin,
+             num_mcmc=draws, general_params=dict(random_seed=seed + 1, num_threads=1))
+    out["bcf_cpu"] = time.process_time() - start
+    mu, tau = np.asarray(b.mu_hat_train), np.asarray(b.tau_hat_train)   # n x draws
+    for estimand, rows in (("ATT", t == 1), ("ATE", np.ones(len(t), bool))):
+        d = tau[rows].mean(axis=0)
+        out[f"bcfpost_{estimand}"] = [float(d.mean()), *np.quantile(d, [0.025, 0.975])]
+    b0, b1 = mu.mean(axis=1), (mu + tau).mean(axis=1)
+    every = np.ones(len(t), bool)
+    for estimand in ("ATT", "ATE"):
+        k = _kernel(estimand, "aipw_sample", y, t, e, every, b0, b1)
+        out[f"bcfaipw_{estimand}"] = [k.estimate, *k.interval()]
+    a0, a1 = (m0 + b0) / 2, (m1 + b1) / 2
+    _bracket_row(out, "avg", y, t, fit.e, a0, a1, E.arm_out_of_fold(X, y - a0, t == 1, folds, gbm_tree_regressor, seed),
+                 E.arm_out_of_fold(X, a1 - y, t == 0, folds, gbm_tree_regressor, seed))
+    return out
+
+
 def analyse(records: list[dict]) -> pd.DataFrame:
     """RMSE, MAE, coverage and length per variant and estimand, and the per-replication RMSE."""
     rows = []
@@ -390,7 +432,7 @@ def analyse(records: list[dict]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "select3", "overlap", "rebalance", "analyse"])
+    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "select3", "overlap", "rebalance", "bcf", "analyse"])
     p.add_argument("files", nargs="*", help="for analyse: the saved JSON files")
     p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs (default all 231)")
     p.add_argument("--save", default=None)
@@ -408,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else list_datasets(None)
     fn = {"effect": effect_variants, "propensity": propensity_variants, "clip": clip_variants,
           "balance": balance_variants, "select": select_variants, "select3": select3_variants, "rebalance": rebalance_variants,
-          "overlap": overlap_variants}[a.what]
+          "overlap": overlap_variants, "bcf": bcf_variants}[a.what]
 
     def run(s, r):
         with threadpool_limits(1):
