@@ -26,7 +26,7 @@ from .effects import COLUMNS, Effects
 from .errors import ValidationError
 from .linalg.multitest import adjust_pvalues, maxt_adjusted_pvalues, maxt_critical_value
 
-__all__ = ["AdjustedEffects", "ADJUSTED_COLUMNS", "adjust_effects"]
+__all__ = ["ADJUSTED_COLUMNS", "AdjustedEffects", "adjust_effects"]
 
 ADJUSTED_COLUMNS = ("p_value_adjusted", "sim_ci_lower", "sim_ci_upper")
 Method = Literal["holm", "bonferroni", "bh", "by", "maxt"]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .errors import DesignWarning, ValidationError
 
-__all__ = ["ExperimentData", "Design"]
+__all__ = ["Design", "ExperimentData"]
 
 
 def _to_pandas(table) -> pd.DataFrame:

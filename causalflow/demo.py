@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-__all__ = ["simulate_store", "main"]
+__all__ = ["main", "simulate_store"]
 
 
 def simulate_store(n: int = 40_000, n_regions: int = 400, seed: int = 0) -> pd.DataFrame:

@@ -55,7 +55,7 @@ class Covariates:
     categorical: tuple
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, columns, roles: dict) -> "Covariates":
+    def from_frame(cls, df: pd.DataFrame, columns, roles: dict) -> Covariates:
         sources, names, level_names, numeric, categorical = [], [], [], [], []
         for name in columns:
             role_column(df, name, "exogenous_covariates", roles, "a covariate")

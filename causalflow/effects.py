@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["Effects", "COLUMNS"]
+__all__ = ["COLUMNS", "Effects"]
 
 COLUMNS = ("metric", "arm", "condition", "estimand", "estimate", "std_error", "ci_lower",
            "ci_upper", "p_value", "av_p_value", "av_ci_lower", "av_ci_upper", "n")
@@ -75,7 +75,7 @@ class Effects:
     conditions: tuple
 
     @classmethod
-    def _from_fit(cls, records, cov, alpha, model, conditions) -> "Effects":
+    def _from_fit(cls, records, cov, alpha, model, conditions) -> Effects:
         cov = np.array(cov, dtype=float)
         cov.setflags(write=False)
         return cls(tuple(records), cov, float(alpha), model, tuple(conditions))
@@ -92,7 +92,7 @@ class Effects:
     def __len__(self) -> int:
         return len(self.records)
 
-    def project(self, weights) -> "Effects":
+    def project(self, weights) -> Effects:
         r"""Project onto a mix of conditions, or onto a target population's covariates.
 
         ``weights``: ``{condition: weight}`` summing to 1, over conditions this call

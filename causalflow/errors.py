@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ValidationError", "DesignWarning"]
+__all__ = ["DesignWarning", "ValidationError"]
 
 
 class ValidationError(ValueError):

@@ -31,12 +31,22 @@ from .design import regressor_names
 from .effects import Effects
 from .errors import ValidationError
 from .linalg.anytime import optimal_g, running_anytime_valid
-from .linalg.incremental import ClusterMoments, LinMeatMoments, RowMeatMoments, block_moments
+from .linalg.incremental import (
+    ClusterMoments,
+    LinMeatMoments,
+    RowMeatMoments,
+    block_moments,
+)
 from .linalg.sandwich import small_sample_factor
 from .linalg.twosls import solve_2sls
-from .models.linear import LinearModel, _missing_groups, estimand_label, parse_conditions
+from .models.linear import (
+    LinearModel,
+    _missing_groups,
+    estimand_label,
+    parse_conditions,
+)
 
-__all__ = ["monitor", "Monitoring"]
+__all__ = ["Monitoring", "monitor"]
 
 
 @dataclass(frozen=True, slots=True)

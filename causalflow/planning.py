@@ -76,11 +76,11 @@ from .errors import ValidationError
 __all__ = [
     "PlanningInputs",
     "PowerAnalysis",
-    "planning_inputs",
     "design_effect",
+    "mde",
+    "planning_inputs",
     "power",
     "sample_size",
-    "mde",
 ]
 
 Alternative = Literal["two-sided", "larger", "smaller"]

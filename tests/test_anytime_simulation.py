@@ -19,7 +19,12 @@ import pytest
 import scipy.stats
 
 import causalflow as cf
-from causalflow.linalg.anytime import av_p_value, av_sample_size, cs_multiplier, optimal_g
+from causalflow.linalg.anytime import (
+    av_p_value,
+    av_sample_size,
+    cs_multiplier,
+    optimal_g,
+)
 from causalflow.models.linear import LinearModel
 
 N_UNITS, N_LOOKS, REPS, ALPHA = 5_000, 100, 1_000, 0.05

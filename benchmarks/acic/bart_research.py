@@ -274,7 +274,7 @@ def one_x(setting, rep):
         m0, m1 = f.m0["y"], f.m1["y"]
         c = time.process_time()
         m0x, m1x = x_adjust(ds.X, z, y, e, m0, m1, folds, gbm_linear_tree_regressor)
-        out[f"cpu_x"] = time.process_time() - c
+        out["cpu_x"] = time.process_time() - c
         for nm, a0, a1 in ((name, m0, m1), (name + "_x", m0x, m1x)):
             out |= _aipw_pair(nm, y, z, e, a0, a1)
     out["cpu_fits"] = c1 - c0

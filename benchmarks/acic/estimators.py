@@ -35,8 +35,9 @@ have: intervals built on it over-cover the SATT.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import optimize, stats

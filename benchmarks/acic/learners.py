@@ -6,7 +6,7 @@ Single-threaded (``n_jobs=1``) so that data sets run in parallel and CPU time is
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import lightgbm as lgb
 import numpy as np

@@ -21,7 +21,13 @@ from joblib import Parallel, delayed
 
 from benchmarks.acic import learners as L
 from benchmarks.acic.data import dataset_keys, load_dataset
-from benchmarks.acic.estimators import (ate_aipw, att_aipw, crossfit_arm, fold_ids, nnls_stack)
+from benchmarks.acic.estimators import (
+    ate_aipw,
+    att_aipw,
+    crossfit_arm,
+    fold_ids,
+    nnls_stack,
+)
 
 OUTCOME = {
     "ridge": L.ridge_regressor(),

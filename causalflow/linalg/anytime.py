@@ -80,8 +80,8 @@ import numpy as np
 from ..errors import ValidationError
 
 __all__ = [
-    "AnytimeValid",
     "AVSampleSize",
+    "AnytimeValid",
     "RunningAnytimeValid",
     "anytime_valid",
     "av_log_e_value",

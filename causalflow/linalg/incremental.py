@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RowMeatMoments", "LinMeatMoments", "ClusterMoments", "block_moments"]
+__all__ = ["ClusterMoments", "LinMeatMoments", "RowMeatMoments", "block_moments"]
 
 from itertools import combinations_with_replacement, product
 
@@ -79,7 +79,7 @@ class RowMeatMoments:
     p: int
 
     @classmethod
-    def from_block(cls, Z, X, Y, w) -> "RowMeatMoments":
+    def from_block(cls, Z, X, Y, w) -> RowMeatMoments:
         """Moments of one block; X = None means X = Z (OLS / the reduced form)."""
         X = Z if X is None else X
         n, p = Z.shape
@@ -95,7 +95,7 @@ class RowMeatMoments:
         out = U.T @ right
         return cls(out[:, :K], out[:, K:K + p * K].reshape(-1, p, K), out[:, K + p * K:], p)
 
-    def __add__(self, other: "RowMeatMoments") -> "RowMeatMoments":
+    def __add__(self, other: RowMeatMoments) -> RowMeatMoments:
         return RowMeatMoments(self.uyy + other.uyy, self.uxy + other.uxy, self.uxx + other.uxx, self.p)
 
     def meat_z(self, coef: np.ndarray) -> np.ndarray:
@@ -182,7 +182,7 @@ class LinMeatMoments:
     MAX_P = 24
 
     @classmethod
-    def from_block(cls, Z, Y, w, J: int, q: int) -> "LinMeatMoments":
+    def from_block(cls, Z, Y, w, J: int, q: int) -> LinMeatMoments:
         keys, _ = _lin_structure_cached(J, q)
         A, Xc = Z[:, 1:1 + J], Z[:, 1 + J:1 + J + q]
         M = _monomials(A, Xc, keys[4])               # degree <= 4 contains the lower degrees
@@ -198,7 +198,7 @@ class LinMeatMoments:
         s4 = M.T @ right[:, 2 * K]
         return cls(s2, s3, s4, J, q)
 
-    def __add__(self, other: "LinMeatMoments") -> "LinMeatMoments":
+    def __add__(self, other: LinMeatMoments) -> LinMeatMoments:
         return LinMeatMoments(self.s2 + other.s2, self.s3 + other.s3, self.s4 + other.s4, self.J, self.q)
 
     def meat_z(self, coef: np.ndarray) -> np.ndarray:

@@ -44,8 +44,8 @@ __all__ = [
     "AdjustMethod",
     "MaxTResult",
     "adjust_pvalues",
-    "maxt_critical_value",
     "maxt_adjusted_pvalues",
+    "maxt_critical_value",
 ]
 
 AdjustMethod = Literal["holm", "bonferroni", "bh", "by"]

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse
 
-__all__ = ["CovType", "small_sample_factor", "ScoreAccumulator", "ClusterBlock"]
+__all__ = ["ClusterBlock", "CovType", "ScoreAccumulator", "small_sample_factor"]
 
 CovType = Literal["HC0", "HC1", "CR0", "CR1"]
 
@@ -70,7 +70,7 @@ class ScoreAccumulator:
         self._sums = None  # (G, M), filled from ClusterBlocks
         self._sums_t = None  # (M, G), filled by bincount
 
-    def add(self, scores: np.ndarray, clusters: "ClusterBlock | None" = None,
+    def add(self, scores: np.ndarray, clusters: ClusterBlock | None = None,
             codes: np.ndarray | None = None) -> None:
         if clusters is not None:
             if self._sums is None:

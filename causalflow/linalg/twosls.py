@@ -25,7 +25,7 @@ import scipy.linalg
 
 from ..errors import ValidationError
 
-__all__ = ["Moments", "TwoSLSFit", "solve_2sls", "check_full_rank"]
+__all__ = ["Moments", "TwoSLSFit", "check_full_rank", "solve_2sls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +45,13 @@ class Moments:
     zwy: np.ndarray
     n: int
 
-    def __add__(self, other: "Moments") -> "Moments":
+    def __add__(self, other: Moments) -> Moments:
         def add(a, b):
             return None if a is None else a + b
         return Moments(self.zwz + other.zwz, add(self.zwx, other.zwx), self.zwy + other.zwy,
                        self.n + other.n)
 
-    def reduced_form(self) -> "Moments":
+    def reduced_form(self) -> Moments:
         """The moments of the OLS fit of Y on Z (the intent-to-treat regression)."""
         return Moments(self.zwz, None, self.zwy, self.n)
 

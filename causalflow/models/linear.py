@@ -20,7 +20,12 @@ import pandas as pd
 from ..design import regressor_names
 from ..errors import ValidationError
 from ..expr import parse_condition
-from ..linalg.sandwich import ClusterBlock, CovType, ScoreAccumulator, small_sample_factor
+from ..linalg.sandwich import (
+    ClusterBlock,
+    CovType,
+    ScoreAccumulator,
+    small_sample_factor,
+)
 from ..linalg.threads import single_blas_thread
 from ..linalg.twosls import Moments, TwoSLSFit, solve_2sls
 
@@ -99,7 +104,7 @@ class LinearModel:
                         if getattr(self, k) is not None)
         return f"LinearModel(cov_type={self.cov_type!r}{extra})"
 
-    def fit_spec(self, spec) -> "LinearModelResults":
+    def fit_spec(self, spec) -> LinearModelResults:
         data = spec.data
         cov_type = self.cov_type or ("CR1" if data.cluster_codes is not None else "HC1")
         if cov_type.startswith("CR") and data.cluster_codes is None:
@@ -206,7 +211,7 @@ class LinearModelResults:
 
     # -- fitting ---------------------------------------------------------------------
     @classmethod
-    def _fit(cls, spec, cov_type: str, estimator) -> "LinearModelResults":
+    def _fit(cls, spec, cov_type: str, estimator) -> LinearModelResults:
         source = spec.source()
         data = spec.data
         arm_names = [f"{data.intent_to_treat}[{a}]" for a in data.arms[1:]]

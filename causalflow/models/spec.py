@@ -35,7 +35,7 @@ class MetricSpec:
     covariates: Covariates
 
     @classmethod
-    def build(cls, data, y, covariates) -> "MetricSpec":
+    def build(cls, data, y, covariates) -> MetricSpec:
         df = data.data
         metrics = _names(y, "y")
         if not metrics:

@@ -62,7 +62,7 @@ class BartRegressor:
     def get_params(self, deep: bool = False) -> dict:
         return {"n_trees": self.n_trees, "n_burnin": self.n_burnin, "n_draws": self.n_draws, "seed": self.seed}
 
-    def fit(self, X, y) -> "BartRegressor":
+    def fit(self, X, y) -> BartRegressor:
         from stochtree import BARTModel
 
         X = np.asarray(X, dtype=float)

@@ -37,9 +37,22 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-__all__ = ["EstimateKernel", "aggregate", "aipw_ate", "aipw_att", "arm_out_of_fold", "balancing_weights",
-           "bracket", "crump_alpha", "cross_fit", "estimate", "make_folds", "overlap_ato", "select_out_of_fold",
-           "x_recombine"]
+__all__ = [
+    "EstimateKernel",
+    "aggregate",
+    "aipw_ate",
+    "aipw_att",
+    "arm_out_of_fold",
+    "balancing_weights",
+    "bracket",
+    "cross_fit",
+    "crump_alpha",
+    "estimate",
+    "make_folds",
+    "overlap_ato",
+    "select_out_of_fold",
+    "x_recombine",
+]
 
 Estimand = Literal["ATE", "ATT", "ATO"]
 OutcomeFeatures = Literal["covariates", "covariates+propensity"]

@@ -39,9 +39,19 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["Boosting", "CachedFit", "FitCache", "TunedBoosting", "gbm_classifier", "gbm_linear_tree_regressor",
-           "gbm_tree_regressor", "tuned_gbm_classifier", "tuned_gbm_linear_tree_regressor",
-           "tuned_gbm_tree_regressor", "FIT_CACHE"]
+__all__ = [
+    "FIT_CACHE",
+    "Boosting",
+    "CachedFit",
+    "FitCache",
+    "TunedBoosting",
+    "gbm_classifier",
+    "gbm_linear_tree_regressor",
+    "gbm_tree_regressor",
+    "tuned_gbm_classifier",
+    "tuned_gbm_linear_tree_regressor",
+    "tuned_gbm_tree_regressor",
+]
 
 
 class FitCache:
@@ -121,7 +131,7 @@ class _Fitted:
     """A fitted estimator with its latest predictions by input digest (loop iterations and
     the evaluation's second final stage predict the same rows again)."""
 
-    __slots__ = ("model", "predictions", "_lock")
+    __slots__ = ("_lock", "model", "predictions")
 
     def __init__(self, model) -> None:
         self.model = model

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from ..errors import ValidationError
 
-__all__ = ["Learner", "FLEXIBLE_LEARNERS", "get_learner", "learner_names", "register_learner"]
+__all__ = ["FLEXIBLE_LEARNERS", "Learner", "get_learner", "learner_names", "register_learner"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +228,11 @@ register_learner("hist_gbm", _hgb_classifier, _hgb_regressor, flexible=True)
 def _register_gbm_linear_tree() -> None:
     # LightGBM propensity + linear-leaf LightGBM outcome, fits cached across loop iterations
     # (causalflow.oci.gbm_learners; chosen on ACIC 2016, benchmarks/acic/NOTES.md)
-    from .gbm_learners import gbm_classifier, gbm_linear_tree_regressor, gbm_tree_regressor
+    from .gbm_learners import (
+        gbm_classifier,
+        gbm_linear_tree_regressor,
+        gbm_tree_regressor,
+    )
 
     register_learner("gbm_linear_tree", gbm_classifier, gbm_linear_tree_regressor, flexible=True)
     # the same models, the outcome models also given the out-of-fold propensity logit
@@ -247,7 +251,11 @@ def _register_gbm_linear_tree() -> None:
     register_learner("gbm_x", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
                      effect_regressor=gbm_tree_regressor)
     # gbm_x with every model's number of rounds chosen by inner cross-validation (round 10)
-    from .gbm_learners import tuned_gbm_classifier, tuned_gbm_linear_tree_regressor, tuned_gbm_tree_regressor
+    from .gbm_learners import (
+        tuned_gbm_classifier,
+        tuned_gbm_linear_tree_regressor,
+        tuned_gbm_tree_regressor,
+    )
 
     register_learner("gbm_x_tuned", tuned_gbm_classifier, tuned_gbm_linear_tree_regressor, flexible=True,
                      effect_regressor=tuned_gbm_tree_regressor)

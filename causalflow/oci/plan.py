@@ -251,7 +251,9 @@ def _is_table(obj) -> bool:
 
 
 def _to_pandas(table) -> pd.DataFrame:
-    from ..data import _to_pandas as table_to_pandas  # the one boundary conversion of the package
+    from ..data import (
+        _to_pandas as table_to_pandas,  # the one boundary conversion of the package
+    )
 
     try:
         return table_to_pandas(table)

@@ -16,9 +16,19 @@ import pandas as pd
 
 from ..errors import ValidationError
 from . import estimators as est
-from .diagnostics import (BalanceRow, EstimandDiagnostics, PlaceboResult, Sensitivity, Thresholds,
-                          e_value, evaluate_checks, linear_sensitivity, overlap_summary,
-                          robustness_value, standardized_mean_differences)
+from .diagnostics import (
+    BalanceRow,
+    EstimandDiagnostics,
+    PlaceboResult,
+    Sensitivity,
+    Thresholds,
+    e_value,
+    evaluate_checks,
+    linear_sensitivity,
+    overlap_summary,
+    robustness_value,
+    standardized_mean_differences,
+)
 from .learners import get_learner
 from .plan import AnalysisData
 from .spec import Spec, check_against_plan

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import ValidationError
 from .estimators import EstimateKernel
 
-__all__ = ["att_sample", "ate_hajek", "sample_estimate"]
+__all__ = ["ate_hajek", "att_sample", "sample_estimate"]
 
 
 def att_sample(y, t, e, m0) -> EstimateKernel:

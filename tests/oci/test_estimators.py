@@ -11,8 +11,12 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from causalflow.oci.diagnostics import (e_value, linear_sensitivity, robustness_value,
-                                        standardized_mean_differences)
+from causalflow.oci.diagnostics import (
+    e_value,
+    linear_sensitivity,
+    robustness_value,
+    standardized_mean_differences,
+)
 from causalflow.oci.estimators import crump_alpha
 from causalflow.oci.plan import Plan, prepare_data
 from causalflow.oci.runner import run_spec

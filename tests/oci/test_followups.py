@@ -4,8 +4,13 @@ import numpy as np
 from oci_sims import good_overlap, omitted_confounder
 
 from causalflow.oci import Plan, RuleActor, Spec, prepare_data, run, run_spec
-from causalflow.oci.followups import (by_partition, plot_partitions, plot_sweep, sensitivity_sweep,
-                                      write_followup)
+from causalflow.oci.followups import (
+    by_partition,
+    plot_partitions,
+    plot_sweep,
+    sensitivity_sweep,
+    write_followup,
+)
 from causalflow.oci.plan import AnalysisData
 
 

@@ -9,8 +9,16 @@ from hypothesis import strategies as st
 from oci_sims import good_overlap, omitted_confounder
 
 from causalflow.errors import ValidationError
-from causalflow.oci import (AnthropicClient, LLMActor, LLMCritic, OpenAIClient, Plan, RuleActor,
-                            RuleCritic, run)
+from causalflow.oci import (
+    AnthropicClient,
+    LLMActor,
+    LLMCritic,
+    OpenAIClient,
+    Plan,
+    RuleActor,
+    RuleCritic,
+    run,
+)
 from causalflow.oci.llm import parse_json_object
 
 

@@ -8,8 +8,15 @@ import pytest
 from oci_sims import good_overlap
 
 from causalflow.errors import ValidationError
-from causalflow.oci import Plan, RuleActor, Spec, apply_change, prepare_data, run
-from causalflow.oci import estimators
+from causalflow.oci import (
+    Plan,
+    RuleActor,
+    Spec,
+    apply_change,
+    estimators,
+    prepare_data,
+    run,
+)
 
 
 @pytest.fixture
