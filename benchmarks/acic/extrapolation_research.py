@@ -8,6 +8,7 @@
     python -m benchmarks.acic.extrapolation_research overlap --save /tmp/overlap.json
     python -m benchmarks.acic.extrapolation_research rebalance --save /tmp/rebalance.json
     python -m benchmarks.acic.extrapolation_research bcf --save /tmp/bcf.json
+    python -m benchmarks.acic.extrapolation_research bcf_small --save /tmp/bcf_small.json
     python -m benchmarks.acic.extrapolation_research analyse /tmp/effect.json
 
 Every variant uses the runner's own pieces for one fold split (seed 0, 5 folds): the
@@ -66,6 +67,7 @@ approximate entropy-balancing ATT weights).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -378,8 +380,9 @@ def balance_variants(setting: int, replication: int, seed: int = 0) -> dict:
 
 
 def bcf_variants(setting: int, replication: int, seed: int = 0, burnin: int = 100,
-                 draws: int = 100) -> dict:
-    """The ``bcf`` variants of one data set (module docstring)."""
+                 draws: int = 100, mu_trees: int = 250, tau_trees: int = 100) -> dict:
+    """The ``bcf`` variants of one data set (module docstring); ``bcf_small``: the same with
+    100 prognostic and 50 effect trees, 50 burn-in and 50 kept draws."""
     import time
 
     from stochtree import BCFModel
@@ -393,7 +396,9 @@ def bcf_variants(setting: int, replication: int, seed: int = 0, burnin: int = 10
     start = time.process_time()
     b = BCFModel()
     b.sample(X_train=X, Z_train=t, y_train=y, propensity_train=e, num_gfr=0, num_burnin=burnin,
-             num_mcmc=draws, general_params=dict(random_seed=seed + 1, num_threads=1))
+             num_mcmc=draws, general_params=dict(random_seed=seed + 1, num_threads=1),
+             prognostic_forest_params=dict(num_trees=mu_trees),
+             treatment_effect_forest_params=dict(num_trees=tau_trees))
     out["bcf_cpu"] = time.process_time() - start
     mu, tau = np.asarray(b.mu_hat_train), np.asarray(b.tau_hat_train)   # n x draws
     for estimand, rows in (("ATT", t == 1), ("ATE", np.ones(len(t), bool))):
@@ -432,7 +437,7 @@ def analyse(records: list[dict]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "select3", "overlap", "rebalance", "bcf", "analyse"])
+    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "select3", "overlap", "rebalance", "bcf", "bcf_small", "analyse"])
     p.add_argument("files", nargs="*", help="for analyse: the saved JSON files")
     p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs (default all 231)")
     p.add_argument("--save", default=None)
@@ -450,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else list_datasets(None)
     fn = {"effect": effect_variants, "propensity": propensity_variants, "clip": clip_variants,
           "balance": balance_variants, "select": select_variants, "select3": select3_variants, "rebalance": rebalance_variants,
-          "overlap": overlap_variants, "bcf": bcf_variants}[a.what]
+          "overlap": overlap_variants, "bcf": bcf_variants,
+          "bcf_small": functools.partial(bcf_variants, burnin=50, draws=50, mu_trees=100, tau_trees=50)}[a.what]
 
     def run(s, r):
         with threadpool_limits(1):
