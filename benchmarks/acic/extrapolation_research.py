@@ -396,9 +396,9 @@ def bcf_variants(setting: int, replication: int, seed: int = 0, burnin: int = 10
     start = time.process_time()
     b = BCFModel()
     b.sample(X_train=X, Z_train=t, y_train=y, propensity_train=e, num_gfr=0, num_burnin=burnin,
-             num_mcmc=draws, general_params=dict(random_seed=seed + 1, num_threads=1),
-             prognostic_forest_params=dict(num_trees=mu_trees),
-             treatment_effect_forest_params=dict(num_trees=tau_trees))
+             num_mcmc=draws, general_params={"random_seed": seed + 1, "num_threads": 1},
+             prognostic_forest_params={"num_trees": mu_trees},
+             treatment_effect_forest_params={"num_trees": tau_trees})
     out["bcf_cpu"] = time.process_time() - start
     mu, tau = np.asarray(b.mu_hat_train), np.asarray(b.tau_hat_train)   # n x draws
     for estimand, rows in (("ATT", t == 1), ("ATE", np.ones(len(t), bool))):
