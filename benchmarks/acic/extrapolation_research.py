@@ -179,23 +179,22 @@ def select3_variants(setting: int, replication: int, seed: int = 0) -> dict:
 
 def overlap_variants(setting: int, replication: int, seed: int = 0) -> dict:
     """The ``overlap`` estimands of one data set (module docstring), each with its own truth."""
-    from causalflow.oci.acic import resolve_data_dir
+    from causalflow.oci.acic import load_dataset, population_truth
     from causalflow.oci.runner import _kernel
 
     X, t, y, folds, fit, out = _setup(setting, replication, seed)
-    zymu = pd.read_csv(resolve_data_dir(None) / str(setting) / f"zymu_{replication}.csv.gz")
-    effect = (zymu["y1"] - zymu["y0"]).to_numpy()
+    effect = load_dataset(None, setting, replication).unit_effect
     m0, m1, tau1, tau0 = _default_models(X, t, y, folds, fit, seed)
     e = np.clip(fit.e, 1e-3, 1 - 1e-3)
     m0x, m1x = E.x_recombine(e, m0, m1, tau1, tau0)
     alpha = E.crump_alpha(e)
     kept = (e >= alpha) & (e <= 1 - alpha)
-    h = e * (1 - e)
     out["alpha"], out["n_trimmed"] = alpha, int((~kept).sum())
-    for name, estimand, stage, rows, truth in (
-            ("trim_ATE", "ATE", "aipw_sample", kept, effect[kept].mean()),
-            ("trim_ATT", "ATT", "aipw_sample", kept, effect[kept & (t == 1)].mean()),
-            ("ato_ATO", "ATO", "aipw", np.ones(len(t), bool), h @ effect / h.sum())):
+    every = np.ones(len(t), bool)
+    for name, estimand, stage, rows in (("trim_ATE", "ATE", "aipw_sample", kept),
+                                        ("trim_ATT", "ATT", "aipw_sample", kept),
+                                        ("ato_ATO", "ATO", "aipw", every)):
+        truth = population_truth(estimand, effect, t, e, rows)
         own = _kernel(estimand, stage, y[rows], t[rows], e[rows], rows, m0, m1)
         x = _kernel(estimand, stage, y[rows], t[rows], e[rows], rows, m0x, m1x)
         b = E.bracket(own, x)
@@ -282,12 +281,18 @@ def _platt(e, t, folds) -> np.ndarray:
     return out
 
 
+def _effect_models(X, t, y, folds, m0, m1, seed):
+    """The X-learner's constant-leaf effect models of ``gbm_x`` on outcome predictions m0, m1:
+    tau1 (fitted on the treated's ``y - m0``), tau0 (on the controls' ``m1 - y``)."""
+    tr = t == 1
+    return (E.arm_out_of_fold(X, y - m0, tr, folds, gbm_tree_regressor, seed),
+            E.arm_out_of_fold(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed))
+
+
 def _default_models(X, t, y, folds, fit, seed):
     """The ``gbm_x`` outcome predictions and constant-leaf effect models: m0, m1, tau1, tau0."""
-    tr = t == 1
     m0, m1 = fit.m0["y"], fit.m1["y"]
-    return (m0, m1, E.arm_out_of_fold(X, y - m0, tr, folds, gbm_tree_regressor, seed),
-            E.arm_out_of_fold(X, m1 - y, ~tr, folds, gbm_tree_regressor, seed))
+    return (m0, m1, *_effect_models(X, t, y, folds, m0, m1, seed))
 
 
 def propensity_variants(setting: int, replication: int, seed: int = 0) -> dict:
@@ -401,17 +406,16 @@ def bcf_variants(setting: int, replication: int, seed: int = 0, burnin: int = 10
              treatment_effect_forest_params={"num_trees": tau_trees})
     out["bcf_cpu"] = time.process_time() - start
     mu, tau = np.asarray(b.mu_hat_train), np.asarray(b.tau_hat_train)   # n x draws
-    for estimand, rows in (("ATT", t == 1), ("ATE", np.ones(len(t), bool))):
+    every = np.ones(len(t), bool)
+    for estimand, rows in (("ATT", t == 1), ("ATE", every)):
         d = tau[rows].mean(axis=0)
         out[f"bcfpost_{estimand}"] = [float(d.mean()), *np.quantile(d, [0.025, 0.975])]
     b0, b1 = mu.mean(axis=1), (mu + tau).mean(axis=1)
-    every = np.ones(len(t), bool)
     for estimand in ("ATT", "ATE"):
         k = _kernel(estimand, "aipw_sample", y, t, e, every, b0, b1)
         out[f"bcfaipw_{estimand}"] = [k.estimate, *k.interval()]
     a0, a1 = (m0 + b0) / 2, (m1 + b1) / 2
-    _bracket_row(out, "avg", y, t, fit.e, a0, a1, E.arm_out_of_fold(X, y - a0, t == 1, folds, gbm_tree_regressor, seed),
-                 E.arm_out_of_fold(X, a1 - y, t == 0, folds, gbm_tree_regressor, seed))
+    _bracket_row(out, "avg", y, t, fit.e, a0, a1, *_effect_models(X, t, y, folds, a0, a1, seed))
     return out
 
 
