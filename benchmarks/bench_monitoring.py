@@ -3,7 +3,7 @@
 Data: N rows (default 1,000,000) in arrival order, a 50/50 assignment, q = 2 covariates,
 K metrics (default 20) with heteroskedastic noise; optionally G clusters (``--clusters``).
 
-* incremental: ``causalflow.monitor.monitor(..., looks=100)``: each row is read once; each
+* incremental: ``causalflow.platform.monitor.monitor(..., looks=100)``: each row is read once; each
   look adds the new rows' cross-products and meat moments and solves (HC: fourth-order
   moments; CR: per-cluster cross-products), then forms the effects with av columns.
 * refit: at each look, ``ExperimentData(rows so far).add_metric(...).fit(LinearModel)
@@ -45,7 +45,7 @@ from _common import machine_info  # noqa: E402
 
 import causalflow as cf  # noqa: E402
 from causalflow.models.linear import LinearModel  # noqa: E402
-from causalflow.monitor import monitor  # noqa: E402
+from causalflow.platform.monitor import monitor  # noqa: E402
 
 
 def make_data(n: int, k: int, clusters: int | None, seed: int = 0) -> pd.DataFrame:

@@ -10,13 +10,13 @@ One grammar::
 """
 
 from . import oci
-from .checks import simulate_aa
 from .data import Design, ExperimentData
 from .effects import Effects
 from .errors import DesignWarning, ValidationError
 from .models.linear import LinearModel, LinearModelResults
-from .monitor import Monitoring, monitor
-from .planning import PowerAnalysis, mde, planning_inputs, power, sample_size
+from .platform.checks import simulate_aa
+from .platform.monitor import Monitoring, monitor
+from .platform.planning import PowerAnalysis, mde, planning_inputs, power, sample_size
 
 __version__ = "0.1.0"
 

@@ -7,10 +7,19 @@ One structure holds the four designs of randomized experiments and any mix of th
   ``instrument``) is the instrument of a 2SLS fit (Angrist, Imbens & Rubin 1996).
 * **cluster**: ``cluster_by`` names the units randomized together; covariances are
   cluster-robust.
-* **adaptive**: a per-unit ``propensity`` column gives the probability of the arm each unit
-  was assigned; rows are weighted by its inverse (Horvitz & Thompson 1952).
+* **adaptive**: per-unit assignment probabilities; rows are weighted by the inverse of the
+  probability of the arm they got (Horvitz & Thompson 1952). With two arms ``propensity``
+  names the column of the propensity score P(assigned to the treatment arm | unit)
+  (Rosenbaum & Rubin 1983): treated rows get weight 1/p, control rows 1/(1 - p). With
+  several arms it is a mapping arm -> column of that arm's assignment probability (the
+  generalized propensity score, Imbens 2000), and each row gets 1 / its own arm's column.
 
 Multi-arm assignment is one column of arm labels with a ``control`` label.
+
+A log that records the probability of the arm *shown* (bandit logs do) is converted before
+it is passed: with two arms, ``p_treat = np.where(arm == treatment, p_shown, 1 - p_shown)``;
+with several arms, one column per arm holding that arm's probability on every row (see
+:class:`ExperimentData`).
 """
 
 from __future__ import annotations
@@ -23,21 +32,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import DesignWarning, ValidationError
+from .linalg.sandwich import default_cov_type
+from .linalg.srm import SRM_THRESHOLD, sample_ratio_check
+from .models.spec import MetricSpec
+from .transforms import derive_metrics
+from .validate import to_pandas
 
 __all__ = ["Design", "ExperimentData"]
-
-
-def _to_pandas(table) -> pd.DataFrame:
-    """Convert a pandas / polars / pyarrow table once, at the boundary (no copy for pandas)."""
-    if isinstance(table, pd.DataFrame):
-        return table
-    module = type(table).__module__.split(".")[0]
-    if module in ("polars", "pyarrow") and hasattr(table, "to_pandas"):
-        converted = table.to_pandas()
-        if isinstance(converted, pd.DataFrame):  # a polars / pyarrow Series or array is not a table
-            return converted
-    raise ValidationError(
-        f"data: expected a pandas, polars or pyarrow table, got {type(table).__name__}")
 
 
 def _column(df: pd.DataFrame, name, argument: str) -> pd.Series:
@@ -73,6 +74,47 @@ def _is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _mapping_of_columns(mapping: Mapping) -> bool:
+    """True for arm -> column names, False for arm -> numbers; a mix is an error."""
+    names = [isinstance(v, str) for v in mapping.values()]
+    if names and all(names):
+        return True
+    if any(names):
+        raise ValidationError(
+            "propensity: a mapping gives either a column name for every arm (per-unit assignment "
+            "probabilities) or a number for every arm (the planned allocation), not a mix; "
+            f"got {dict(mapping)!r}")
+    return False
+
+
+def _probability_column(df: pd.DataFrame, name, argument: str = "propensity") -> np.ndarray:
+    """A numeric column without NaN whose values lie in (0, 1), as float64."""
+    column = _column(df, name, argument)
+    if not _is_numeric(column):
+        raise ValidationError(f"{argument}: column {name!r} is not numeric")
+    values = column.to_numpy(dtype=float)
+    if not ((values > 0) & (values < 1)).all():
+        raise ValidationError(f"{argument}: column {name!r} has values outside (0, 1) "
+                              f"(min {values.min():g}, max {values.max():g})")
+    return values
+
+
+def _inverse_probability(own: np.ndarray, name: str, argument: str = "propensity") -> np.ndarray:
+    """1 / (each row's own arm's probability), refused where it overflows (a subnormal p)."""
+    with np.errstate(divide="ignore", over="ignore"):
+        weights = 1.0 / own
+    bad = ~np.isfinite(weights)
+    if bad.any():
+        raise ValidationError(f"{argument}: column {name!r} has values so close to 0 (min "
+                              f"{own[bad].min():g}, used by {int(bad.sum())} rows) that the "
+                              "weights 1/propensity overflow")
+    return weights
+
+
 @dataclass(frozen=True, slots=True)
 class Design:
     """What the experiment is, read off the data.
@@ -90,6 +132,10 @@ class Design:
     n_units, n_clusters : int (n_clusters None without clusters)
     allocation : dict arm -> observed share of units
     expected_allocation : dict arm -> planned share, when ``propensity`` was a number or a map
+    sample_ratio : SampleRatioCheck or None, when the planned allocation is known
+    cov_type : str, the default covariance of ``LinearModel`` for this design (HC1; CR1, or
+        with fewer than 50 clusters the small-cluster one, see
+        :func:`causalflow.linalg.sandwich.default_cov_type`)
     """
 
     ab: bool
@@ -103,7 +149,8 @@ class Design:
     n_clusters: int | None
     allocation: dict = field(default_factory=dict)
     expected_allocation: dict | None = None
-    sample_ratio: object = None  # checks.SampleRatioCheck when the planned allocation is known
+    sample_ratio: object = None  # linalg.srm.SampleRatioCheck when the planned allocation is known
+    cov_type: str = "HC1"  # the default covariance of LinearModel for this design
 
     def __str__(self) -> str:
         kinds = [k for k in ("ab", "encouragement", "cluster", "adaptive") if getattr(self, k)]
@@ -118,6 +165,11 @@ class Design:
         if self.expected_allocation is not None:
             lines.append("  expected allocation: " + ", ".join(
                 f"{a!r}: {s:.3f}" for a, s in self.expected_allocation.items()))
+        if self.cluster:
+            dof = f"t with {self.n_clusters - 1} degrees of freedom (clusters - 1)"
+        else:
+            dof = "t with n - p degrees of freedom"
+        lines.append(f"  default covariance: {self.cov_type}, {dof}")
         if self.sample_ratio is not None:
             lines.append(f"  sample ratio: p = {self.sample_ratio.p_value:.3g} on {self.sample_ratio.primary.level}"
                          + (" -- WARNING: sample ratio mismatch (p < 0.001)" if self.sample_ratio.mismatch else ""))
@@ -140,10 +192,23 @@ class ExperimentData:
         Treatment actually received. Binary designs: numbers in [0, 1] (a share of the
         treatment), or the arm labels of ``intent_to_treat``; multi-arm: arm labels. Default: equal to ``intent_to_treat`` (full compliance).
     propensity : str, float or mapping, optional
-        A column name: the probability that each unit was assigned the arm it got
-        (adaptive designs); rows are weighted by 1 / propensity. A number (two arms):
-        the planned P(assigned to treatment); a mapping arm -> share: the planned
-        allocation. Numbers and mappings do not weight; they are the expected allocation.
+        Assignment probabilities. Per-unit probabilities (adaptive designs) weight the rows;
+        planned ones (numbers) do not.
+
+        - A column name (two arms only): the propensity score P(assigned to the treatment
+          arm | unit) of Rosenbaum & Rubin (1983). Treated rows (assigned to the arm that
+          is not ``control``) are weighted by 1/p, control rows by 1/(1 - p). The
+          assignment is the randomized one: ``instrument`` when it names another column
+          than ``intent_to_treat`` (which then holds the treatment received).
+        - A mapping arm -> column name (any number of arms): the column of each arm's
+          assignment probability; each row is weighted by 1 / its own arm's column. Every
+          arm needs a column; every column is numeric, without NaN, in (0, 1).
+        - A number (two arms): the planned P(assigned to treatment).
+        - A mapping arm -> number: the planned allocation (shares summing to 1).
+
+        Numbers are the expected allocation of the sample-ratio check, not weights. A
+        mapping gives column names for every arm or numbers for every arm, not a mix.
+        A single column with three or more arms is an error (give the mapping).
     instrument : str, optional
         Column of the instrument; default ``intent_to_treat`` whenever ``treated`` differs.
     cluster_by : str or list of str, optional
@@ -152,19 +217,64 @@ class ExperimentData:
         Control arm. Default: 0 / False if present, else ``"control"``, else the first
         label of a two-arm design; required with three or more other labels.
 
+    Notes
+    -----
+    **Inverse-propensity weights.** Row i of arm a(i) gets the weight
+    w_i = 1 / P(A_i = a(i) | unit i) (Horvitz & Thompson 1952): with two arms and the
+    propensity score e_i = P(A_i = treatment | unit i) (Rosenbaum & Rubin 1983) that is
+    1/e_i for treated and 1/(1 - e_i) for control rows; with several arms, 1 / the row's
+    own arm's column (the generalized propensity score, Imbens 2000, Biometrika 87(3)).
+
+    With the mapping form the probabilities of a row should sum to 1. When they do not
+    (|sum - 1| > 1e-6 on some row) a :class:`~causalflow.errors.DesignWarning` names the
+    columns and the rows, and the fit goes ahead: the weights use only each row's own
+    arm's probability, and legitimate logs miss the sum (probabilities rounded when they
+    were written; an arm that the policy could draw but that no unit of this table got,
+    so that the observed arms' probabilities sum to less than 1).
+
+    **Logs of the arm shown.** Bandit logs usually record the probability of the arm the
+    unit was shown, ``p_shown``. Convert it before passing it:
+
+    - two arms: ``p_treat = np.where(arm == treatment, p_shown, 1 - p_shown)`` and
+      ``propensity="p_treat"`` (a control row's ``1 - p_shown`` is P(treatment));
+    - several arms: ``p_shown`` alone does not determine the other arms' probabilities.
+      Log (or recompute from the policy's state at decision time, e.g. its posterior)
+      every arm's probability for every row, one column per arm, and pass the mapping
+      ``{arm: column}``. The weights themselves only use ``p_shown`` (each row's own
+      arm), but the mapping needs every arm's column so that it can be checked.
+
     Examples
     --------
-    >>> import pandas as pd, causalflow as cf
+    >>> import numpy as np, pandas as pd, causalflow as cf
     >>> df = pd.DataFrame({"assigned": [0, 1, 0, 1], "y": [1.0, 2.0, 1.5, 2.5]})
     >>> data = cf.ExperimentData(df, intent_to_treat="assigned")
     >>> data.design.arms, data.design.ab
     ((0, 1), True)
+
+    A bandit log with the probability of the arm shown, converted to the propensity score
+    of arm ``"b"`` (the control arm is ``"a"``, the first of two labels):
+
+    >>> log = pd.DataFrame({"arm": ["a", "b", "b", "a"], "p_shown": [0.7, 0.4, 0.6, 0.2],
+    ...                     "y": [1.0, 2.0, 1.5, 2.5]})
+    >>> log = log.assign(p_b=np.where(log.arm == "b", log.p_shown, 1 - log.p_shown))
+    >>> data = cf.ExperimentData(log, intent_to_treat="arm", propensity="p_b")
+    >>> data.design.adaptive, data.weights.round(4).tolist()   # 1/0.7, 1/0.4, 1/0.6, 1/0.2
+    (True, [1.4286, 2.5, 1.6667, 5.0])
+
+    Three arms: one column per arm, each row weighted by 1 / its own arm's column.
+
+    >>> log3 = pd.DataFrame({"arm": ["ctl", "b", "c", "b"], "p_ctl": [0.5, 0.2, 0.3, 0.4],
+    ...                      "p_b": [0.25, 0.5, 0.3, 0.4], "p_c": [0.25, 0.3, 0.4, 0.2]})
+    >>> data = cf.ExperimentData(log3, intent_to_treat="arm", control="ctl",
+    ...                          propensity={"ctl": "p_ctl", "b": "p_b", "c": "p_c"})
+    >>> data.weights.tolist()
+    [2.0, 2.0, 2.5, 2.5]
     """
 
     def __init__(self, data, intent_to_treat: str, treated: str | None = None,
                  propensity: str | float | Mapping | None = None, instrument: str | None = None,
                  cluster_by: str | Sequence[str] | None = None, control=None):
-        df = _to_pandas(data)
+        df = to_pandas(data)
         duplicated = df.columns[df.columns.duplicated()].tolist()
         if duplicated:
             raise ValidationError(f"data: duplicated column names {duplicated}")
@@ -277,41 +387,84 @@ class ExperimentData:
         return codes
 
     def _read_propensity(self, df: pd.DataFrame, propensity) -> None:
+        """Weights (per-unit probabilities) or the expected allocation (planned numbers)."""
+        self.propensity_columns = ()  # the columns read, for roles and A/A checks
         if propensity is None:
             return
         if isinstance(propensity, str):
-            column = _column(df, propensity, "propensity")
-            if not _is_numeric(column):
-                raise ValidationError(f"propensity: column {propensity!r} is not numeric")
-            values = column.to_numpy(dtype=float)
-            if values.min() <= 0 or values.max() >= 1:
-                raise ValidationError(f"propensity: column {propensity!r} has values outside (0, 1) "
-                                      f"(min {values.min():g}, max {values.max():g})")
-            with np.errstate(over="ignore"):
-                self.weights = 1.0 / values
-            if not np.isfinite(self.weights).all():
-                raise ValidationError(f"propensity: column {propensity!r} has values so close to 0 "
-                                      f"(min {values.min():g}) that the weights 1/propensity overflow")
+            if self.n_arms != 1:
+                example = ", ".join(f"{a!r}: 'p_{a}'" for a in self.arms)
+                raise ValidationError(
+                    f"propensity: a single column ({propensity!r}) is the propensity score "
+                    f"P(assigned to treatment) of a two-arm design, but {self.intent_to_treat!r} has "
+                    f"{len(self.arms)} arms {list(self.arms)}; give a mapping arm -> column of that "
+                    f"arm's assignment probability, e.g. {{{example}}}")
+            p_treat = _probability_column(df, propensity)
+            # Rosenbaum & Rubin's e(x) = P(treatment | x): treated 1/e, control 1/(1 - e).
+            # "Assigned" is the randomized assignment: the instrument when instrument= names
+            # another column (then intent_to_treat is the treatment received)
+            own = np.where(self.instrument_codes == 1, p_treat, 1.0 - p_treat)
+            self.weights = _inverse_probability(own, propensity)
+            self.propensity_columns = (propensity,)
             return
         if isinstance(propensity, Mapping):
-            shares = {a: float(propensity[a]) for a in propensity}
-            unknown = [a for a in shares if a not in self.arms]
-            if unknown or set(shares) != set(self.arms):
-                raise ValidationError(f"propensity: the mapping must give a share for every arm {list(self.arms)}")
+            if _mapping_of_columns(propensity):
+                self._read_propensity_columns(df, propensity)
+                return
+            shares = self._arm_mapping(propensity, "a share")
+            if any(not _is_number(s) for s in shares.values()):
+                raise ValidationError(f"propensity: shares must be numbers, got {propensity!r}")
+            shares = {a: float(s) for a, s in shares.items()}
             if any(not 0 < s < 1 for s in shares.values()) or abs(sum(shares.values()) - 1) > 1e-9:
                 raise ValidationError("propensity: shares must be in (0, 1) and sum to 1")
-            self.expected_allocation = {a: shares[a] for a in self.arms}
+            self.expected_allocation = shares
             return
-        if isinstance(propensity, (int, float, np.floating)) and not isinstance(propensity, bool):
+        if _is_number(propensity):
             if self.n_arms != 1:
-                raise ValidationError("propensity: a number is only meaningful with two arms; "
-                                      "give a mapping arm -> share or a column")
+                raise ValidationError("propensity: a number is only meaningful with two arms; give a "
+                                      "mapping arm -> share (the planned allocation) or arm -> column "
+                                      "(per-unit assignment probabilities)")
             if not 0 < float(propensity) < 1:
                 raise ValidationError(f"propensity: {propensity!r} is outside (0, 1)")
             p = float(propensity)
             self.expected_allocation = {self.arms[0]: 1 - p, self.arms[1]: p}
             return
         raise ValidationError(f"propensity: expected a column name, a number or a mapping, got {propensity!r}")
+
+    def _arm_mapping(self, mapping: Mapping, what: str) -> dict:
+        """The mapping's values in arm order; it must name every arm and nothing else."""
+        unknown = [a for a in mapping if a not in self.arms]
+        missing = [a for a in self.arms if a not in mapping]
+        if unknown or missing:
+            raise ValidationError(
+                f"propensity: the mapping must give {what} for every arm {list(self.arms)} of "
+                f"{self.intent_to_treat!r}" + (f"; missing: {missing}" if missing else "")
+                + (f"; not arms: {unknown}" if unknown else ""))
+        return {a: mapping[a] for a in self.arms}
+
+    def _read_propensity_columns(self, df: pd.DataFrame, mapping: Mapping) -> None:
+        """Mapping arm -> column of that arm's probability: weight 1 / the row's own arm's column."""
+        names = self._arm_mapping(mapping, "a column")
+        probabilities = np.column_stack([_probability_column(df, name, f"propensity[{arm!r}]")
+                                         for arm, name in names.items()])
+        assigned = self.instrument_codes  # the randomized assignment (see _read_propensity)
+        own = probabilities[np.arange(len(assigned)), assigned]
+        weights = np.empty(len(own))
+        for j, (arm, name) in enumerate(names.items()):
+            mine = assigned == j
+            weights[mine] = _inverse_probability(own[mine], name, f"propensity[{arm!r}]")
+        total = probabilities.sum(axis=1)
+        off = np.flatnonzero(np.abs(total - 1.0) > 1e-6)
+        if len(off):
+            worst = off[np.argmax(np.abs(total[off] - 1.0))]
+            warnings.warn(
+                f"propensity: the probabilities of the arms' columns {list(names.values())} do not sum "
+                f"to 1 on {len(off)} of {len(total)} rows (row {df.index[worst]!r}: {total[worst]:.6g}); "
+                "the weights use each row's own arm's probability only, so the fit goes ahead. Rounded "
+                "logs, or an arm the policy could draw but no unit here got, explain a small or a "
+                "below-1 sum; otherwise check the columns", DesignWarning, stacklevel=4)
+        self.weights = weights
+        self.propensity_columns = tuple(dict.fromkeys(names.values()))
 
     def _read_clusters(self, df: pd.DataFrame) -> None:
         if not self.cluster_by:
@@ -352,21 +505,47 @@ class ExperimentData:
                       compliance_rate=compliance, n_units=len(self.arm_codes),
                       n_clusters=self.n_clusters, allocation=allocation,
                       expected_allocation=self.expected_allocation,
-                      sample_ratio=self.check_sample_ratio() if self.expected_allocation else None)
+                      sample_ratio=self.check_sample_ratio() if self.expected_allocation else None,
+                      cov_type=default_cov_type(self.n_clusters))
 
-    def check_sample_ratio(self, expected=None):
+    def check_sample_ratio(self, expected: Mapping | Sequence | None = None, *,
+                           threshold: float = SRM_THRESHOLD):
         """Sample-ratio mismatch test: chi-square of the arm counts on units (and clusters).
 
-        ``expected``: mapping arm -> share (default: the planned allocation given as
-        ``propensity``, else an equal split). See :func:`causalflow.checks.check_sample_ratio`.
+        ``expected``: mapping arm -> share, or shares in arm order (control first); default
+        the planned allocation given as ``propensity`` (a number or a mapping of shares),
+        else an equal split. ``threshold``: p below which a mismatch is flagged. In a
+        cluster design the cluster-count test is the valid one (clusters are the
+        independent draws). See :mod:`causalflow.linalg.srm` for the statistic.
 
         >>> import pandas as pd, causalflow as cf
         >>> df = pd.DataFrame({"t": [0] * 480 + [1] * 520, "y": 0.0})
         >>> round(cf.ExperimentData(df, intent_to_treat="t").check_sample_ratio({0: 0.5, 1: 0.5}).p_value, 4)
         0.2059
         """
-        from .checks import check_sample_ratio
-        return check_sample_ratio(self, expected)
+        arms = tuple(self.arms)
+        if expected is None:
+            if self.expected_allocation is not None:
+                shares, source = [self.expected_allocation[a] for a in arms], "design"
+            else:
+                shares, source = [1.0 / len(arms)] * len(arms), "equal split (assumed)"
+        elif isinstance(expected, Mapping):
+            unknown = [a for a in expected if a not in arms]
+            missing = [a for a in arms if a not in expected]
+            if unknown or missing:
+                raise ValidationError(f"expected: needs a share for every arm {list(arms)}"
+                                      + (f"; unknown arms {unknown}" if unknown else "")
+                                      + (f"; missing {missing}" if missing else ""))
+            shares, source = [expected[a] for a in arms], "argument"
+        else:
+            shares, source = list(expected), "argument"
+            if len(shares) != len(arms):
+                raise ValidationError(f"expected: needs {len(arms)} shares (arms {list(arms)}), got {len(shares)}")
+        try:
+            shares = [float(s) for s in shares]
+        except (TypeError, ValueError):
+            raise ValidationError(f"expected: shares must be numbers, got {shares!r}") from None
+        return sample_ratio_check(self.arm_codes, self.cluster_codes, arms, shares, source, threshold)
 
     # -- grammar ----------------------------------------------------------------------
     @property
@@ -389,12 +568,10 @@ class ExperimentData:
         ("orders", "sessions")}`` adds a ratio metric (delta method). See
         :func:`causalflow.transforms.derive_metrics`.
         """
-        from .models.spec import MetricSpec
         if exogenous_covariates is not None and exogeneous_covariates is not None:
             raise ValidationError("give exogenous_covariates or its alias exogeneous_covariates, not both")
         covariates = exogenous_covariates if exogenous_covariates is not None else exogeneous_covariates
         if cap is not None or ratio is not None:
-            from .transforms import derive_metrics
             derived, y = derive_metrics(self, y, cap=cap, ratio=ratio)
             return MetricSpec.build(derived, y, covariates)
         return MetricSpec.build(self, y, covariates)

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ValidationError
+from .validate import metric_values
 
 __all__ = ["Capped", "RatioLinearization", "cap", "derive_metrics", "linearize_ratio"]
 
@@ -221,8 +222,6 @@ _CAP_KEYS = ("lower", "upper", "lower_quantile", "upper_quantile")
 
 
 def _numeric_column(df, name: str, argument: str) -> np.ndarray:
-    from .models.spec import metric_values
-
     if not isinstance(name, str) or name not in df.columns:
         raise ValidationError(f"{argument}: column {name!r} is not in the data")
     return metric_values(df[name], name, argument)

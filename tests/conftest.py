@@ -98,14 +98,14 @@ def simulate_cluster(rng: np.random.Generator, n_clusters: int = 30) -> Sim:
 
 
 def simulate_adaptive(rng: np.random.Generator, n: int = 250) -> Sim:
-    """Adaptive design: P(treatment) varies by unit; ``propensity`` is P(the arm it got)."""
+    """Adaptive design: P(treatment) varies by unit; ``propensity`` is that propensity score."""
     cov = _covariates(rng, n)
     p_treat = np.clip(0.5 + 0.3 * np.tanh(cov["x"]), 0.1, 0.9)
     t = (rng.random(n) < p_treat).astype(int)
     t[:2] = [0, 1]
-    df = pd.DataFrame({"assigned": t, "p_arm": np.where(t == 1, p_treat, 1 - p_treat), **cov,
+    df = pd.DataFrame({"assigned": t, "p_treat": p_treat, **cov,
                        **_outcomes(rng, t, cov["x"], cov["seg"])})
-    return Sim(df, {"intent_to_treat": "assigned", "propensity": "p_arm"})
+    return Sim(df, {"intent_to_treat": "assigned", "propensity": "p_treat"})
 
 
 def simulate_multi_arm(rng: np.random.Generator, n: int = 300) -> Sim:
@@ -134,10 +134,9 @@ def simulate_mixed(rng: np.random.Generator, n_clusters: int = 40) -> Sim:
     cov = _covariates(rng, n)
     out = _outcomes(rng, d, cov["x"], cov["seg"])
     shock = rng.normal(size=n_clusters)[store]
-    p_arm = np.where(z == 1, p_treat[store], 1 - p_treat[store])
-    df = pd.DataFrame({"store": store, "encouraged": z, "took": d, "p_arm": p_arm, **cov,
+    df = pd.DataFrame({"store": store, "encouraged": z, "took": d, "p_treat": p_treat[store], **cov,
                        **{k: v + shock for k, v in out.items()}})
-    return Sim(df, {"intent_to_treat": "encouraged", "treated": "took", "propensity": "p_arm",
+    return Sim(df, {"intent_to_treat": "encouraged", "treated": "took", "propensity": "p_treat",
                     "cluster_by": "store"})
 
 

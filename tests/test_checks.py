@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from causalflow.checks import sample_ratio_test
+from causalflow.platform.checks import sample_ratio_test
 from causalflow.errors import ValidationError
 
 

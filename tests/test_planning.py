@@ -7,7 +7,7 @@ from scipy import optimize, stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 
 from causalflow.errors import ValidationError
-from causalflow.planning import design_effect, mde, planning_inputs, power, sample_size
+from causalflow.platform.planning import design_effect, mde, planning_inputs, power, sample_size
 
 CASES = [(alt, ratio) for alt in ("two-sided", "larger", "smaller") for ratio in (1.0, 2.5)]
 

@@ -7,7 +7,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 import causalflow as cf
-from causalflow.checks import simulate_aa
+from causalflow.platform.checks import simulate_aa
 from causalflow.errors import ValidationError
 from causalflow.linalg.multitest import maxt_critical_value
 

@@ -254,16 +254,19 @@ def test_multi_arm_effect_equals_two_arm_fit_without_covariates(simulate, seed, 
     rng = np.random.default_rng(seed)
     design = dict(sim.design)
     if weighted:
-        df["p_arm"] = rng.uniform(0.2, 0.6, len(df))
-        design["propensity"] = "p_arm"
+        # each row's own-arm probability; the other two arms share the rest
+        own = rng.uniform(0.2, 0.6, len(df))
+        for a in ("ctl", "blue", "green"):
+            df[f"p_{a}"] = np.where(df.variant == a, own, (1 - own) / 2)
+        design["propensity"] = {a: f"p_{a}" for a in ("ctl", "blue", "green")}
     if clustered:
         # clusters nested in arms: groups of about 4 rows of the same arm
         df["cell"] = df.variant + "-" + (rng.integers(0, len(df) // 8, len(df))).astype(str)
         design["cluster_by"] = "cell"
     cov_type = ("CR" if clustered else "HC") + ("1" if small_sample else "0")
 
-    def fit(frame, cov_type):
-        return table(cf.ExperimentData(frame, **design).add_metric(y=sim.y)
+    def fit(frame, cov_type, **overrides):
+        return table(cf.ExperimentData(frame, **{**design, **overrides}).add_metric(y=sim.y)
                      .fit(cf.LinearModel(cov_type=cov_type)).infer_effect())
 
     def factor(cov_type, frame, p):
@@ -278,7 +281,13 @@ def test_multi_arm_effect_equals_two_arm_fit_without_covariates(simulate, seed, 
     full = fit(df, cov_type)
     for arm in ("blue", "green"):
         pair = df[df.variant.isin(["ctl", arm])]
-        two = fit(pair, cov_type)
+        overrides = {}
+        if weighted:
+            # two arms: the propensity score of `arm` whose weights are the same 1 / own-arm
+            # probability (control rows: 1 / (1 - (1 - p_ctl)))
+            pair = pair.assign(p_pair=np.where(pair.variant == arm, pair[f"p_{arm}"], 1 - pair.p_ctl))
+            overrides = {"propensity": "p_pair"}
+        two = fit(pair, cov_type, **overrides)
         mine = full.xs(arm, level="arm", drop_level=False)
         np.testing.assert_allclose(mine.estimate.to_numpy(), two.estimate.to_numpy(), rtol=RTOL, atol=ATOL)
         ratio = np.sqrt(factor(cov_type, df, 3) / factor(cov_type, pair, 2))
@@ -317,29 +326,50 @@ def test_instrument_column_equals_assignment_with_treated(simulate, design, seed
 
 
 # -- weights ---------------------------------------------------------------------------------------
+def with_own_probability(frame: pd.DataFrame, design: dict, own: np.ndarray):
+    """``frame`` with propensity columns under which each row's own-arm probability is ``own``,
+    and the ``propensity`` argument: two arms, the propensity score of the treatment arm;
+    several arms, one column per arm (the other arms share ``1 - own`` equally)."""
+    arm = frame[design["intent_to_treat"]].to_numpy()
+    control = design.get("control", 0)
+    arms = sorted(set(arm.tolist()), key=str)
+    if len(arms) == 2:
+        return frame.assign(p_treat=np.where(arm != control, own, 1 - own)), "p_treat"
+    columns = {a: f"p_{a}" for a in arms}
+    rest = (1 - own) / (len(arms) - 1)
+    return frame.assign(**{c: np.where(arm == a, own, rest) for a, c in columns.items()}), columns
+
+
 @SETTINGS
 @given(seed=seeds, factor=st.sampled_from([0.5, 0.9, 0.25]), cov_type=st.sampled_from(["HC0", "HC1"]))
 def test_propensities_scaled_by_a_constant_change_nothing(simulate, seed, factor, cov_type):
-    """Weights 1/p and 1/(c p) differ by a constant: WLS and its sandwich are invariant to it."""
+    """Weights w and w / c differ by a constant: WLS and its sandwich are invariant to it.
+
+    With the propensity score p the weights are 1/p (treated) and 1/(1 - p) (control); the
+    score p' = c p (treated), 1 - c (1 - p) (control) divides both by c."""
     sim = simulate("adaptive", seed)
     base = table(sim.fit(cov_type).infer_effect(condition_on=CONDITIONS))
-    other = table(sim.fit(cov_type, df=sim.df.assign(p_arm=sim.df.p_arm * factor))
-                  .infer_effect(condition_on=CONDITIONS))
+    p, t = sim.df.p_treat, sim.df.assigned
+    scaled = sim.df.assign(p_treat=np.where(t == 1, p * factor, 1 - (1 - p) * factor))
+    other = table(sim.fit(cov_type, df=scaled).infer_effect(condition_on=CONDITIONS))
     assert_same(other, base)
 
 
 @SETTINGS
 @given(seed=seeds, design=st.sampled_from(["adaptive", "ab", "multi_arm"]))
 def test_a_row_of_weight_w_equals_two_rows_of_weight_w_over_2_clustered_together(simulate, seed, design):
-    """Inverse-propensity weights are frequency weights: doubling every row and doubling its
-    propensity gives the same estimates; clustering the two copies gives CR0 = the original HC0
-    (each cluster's score is 2 (w/2) e x = w e x)."""
+    """Inverse-propensity weights are frequency weights: doubling every row and doubling the
+    probability of its own arm gives the same estimates; clustering the two copies gives CR0 =
+    the original HC0 (each cluster's score is 2 (w/2) e x = w e x)."""
     sim = simulate(design, seed)
-    # propensities below 1/2 so that doubling them stays inside (0, 1)
-    df = sim.df.assign(p_arm=sim.df.p_arm * 0.5 if "p_arm" in sim.df else 0.3, origin=np.arange(len(sim.df)))
-    design_kw = {**sim.design, "propensity": "p_arm"}
-    doubled = pd.concat([df, df], ignore_index=True)
-    doubled["p_arm"] *= 2
+    # own-arm probabilities below 1/2 so that doubling them stays inside (0, 1)
+    if "p_treat" in sim.df:
+        own = 0.5 * np.where(sim.df.assigned == 1, sim.df.p_treat, 1 - sim.df.p_treat)
+    else:
+        own = np.full(len(sim.df), 0.3)
+    df, propensity = with_own_probability(sim.df.assign(origin=np.arange(len(sim.df))), sim.design, own)
+    design_kw = {**sim.design, "propensity": propensity}
+    doubled, _ = with_own_probability(pd.concat([df, df], ignore_index=True), sim.design, np.r_[own, own] * 2)
 
     def effects(frame, cov_type, **extra):
         return table(cf.ExperimentData(frame, **design_kw, **extra)

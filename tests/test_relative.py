@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from causalflow.errors import ValidationError
-from causalflow.relative import relative_effect
+from causalflow.effects.relative import relative_effect
 
 # (tau, mu, v_tt, v_mm, v_tm)
 CASES = [

@@ -155,7 +155,8 @@ def test_propensity_number_outside_open_unit_interval(df, value):
 
 
 def test_propensity_so_small_that_weights_overflow(df):
-    bad = df.assign(p_arm=df.p_arm.where(df.index != 4, 5e-324))
+    # row 5 is treated: its weight is 1 / P(treatment) (a control row's would be 1 / (1 - p))
+    bad = df.assign(p_arm=df.p_arm.where(df.index != 5, 5e-324))
     expect_error(lambda: E(bad, propensity="p_arm"), "propensity", "'p_arm'", "overflow")
 
 

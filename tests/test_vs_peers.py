@@ -81,7 +81,9 @@ def reference(df, design, metric, covariates, cov_type, kind):
     """Fit one metric with linearmodels on a design matrix built here; returns (params, cov, X parts)."""
     rows = df[metric].notna()
     d = df[rows]
-    w = (1.0 / d.e) if design in ("adaptive", "mixed") else pd.Series(1.0, index=d.index)
+    # e = P(assigned to treatment): treated rows weigh 1/e, control rows 1/(1 - e)
+    w = (1.0 / d.e.where(d.a == 1, 1 - d.e) if design in ("adaptive", "mixed")
+         else pd.Series(1.0, index=d.index))
     raw = pd.get_dummies(d[covariates], drop_first=True, dtype=float) if covariates else pd.DataFrame(index=d.index)
     mean = (raw.mul(w, axis=0).sum() / w.sum()) if covariates else pd.Series(dtype=float)
     xc = raw - mean
@@ -186,7 +188,7 @@ def test_ols_designs_against_statsmodels(design, cov_type):
     model = data.add_metric(y=["y0", "y1"], exogenous_covariates=["x1", "cat"]).fit(cf.LinearModel(cov_type=cov_type))
     for metric in ["y0", "y1"]:
         d = df[df[metric].notna()]
-        w = 1.0 / d.e if design == "adaptive" else np.ones(len(d))
+        w = 1.0 / np.where(d.a == 1, d.e, 1 - d.e) if design == "adaptive" else np.ones(len(d))
         raw = pd.get_dummies(d[["x1", "cat"]], drop_first=True, dtype=float)
         xc = raw - np.average(raw, axis=0, weights=w)
         X = np.column_stack([np.ones(len(d)), d.a, xc, d.a.to_numpy()[:, None] * xc.to_numpy()])
@@ -201,8 +203,9 @@ def test_joint_covariance_matches_stacked_reference():
     """Cross-condition covariance d1' V d2 of one metric equals the reference's."""
     df = simulate("cluster", 1, seed=3)
     data = cf.ExperimentData(df, intent_to_treat="a", cluster_by="g")
-    effects = data.add_metric(y="y0", exogenous_covariates=["x1", "x2", "cat"]).fit(cf.LinearModel).infer_effect(
-        condition_on=CONDITIONS)
+    # CR1 named: with fewer than 50 clusters the default is the small-cluster CR3
+    effects = data.add_metric(y="y0", exogenous_covariates=["x1", "x2", "cat"]).fit(
+        cf.LinearModel(cov_type="CR1")).infer_effect(condition_on=CONDITIONS)
     res, xc, w, d = reference(df, "cluster", "y0", ["x1", "x2", "cat"], "CR1", "itt")
     deltas = [subgroup_delta(d, xc, w, c, 0, 1, xc.shape[1], list(res.params.index))[0] for c in CONDITIONS]
     expected = np.array(deltas) @ res.cov.to_numpy() @ np.array(deltas).T

@@ -97,7 +97,7 @@ __all__ = [
     "wald_log_e_value",
 ]
 
-AVCovType = Literal["classical", "HC0", "HC1", "CR0", "CR1"]
+AVCovType = Literal["classical", "HC0", "HC1", "CR0", "CR1", "CR2", "CR3"]
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -267,7 +267,7 @@ def av_sample_size(cov_type: AVCovType, n_obs, n_params, n_clusters=None) -> AVS
 
     * ``"classical"``, ``"HC0"``, ``"HC1"``: :math:`n` = rows, :math:`\nu = n - p`
       (the paper's t-test; ``avlm``'s robust summary does the same);
-    * ``"CR0"``, ``"CR1"``: :math:`n = G` clusters (the independent units, so that
+    * ``"CR0"`` - ``"CR3"``: :math:`n = G` clusters (the independent units, so that
       :math:`r = g/(g+G)` tracks the information), :math:`\nu = G - 1` (the reference
       degrees of freedom of cluster-robust t-tests).
 
@@ -281,7 +281,7 @@ def av_sample_size(cov_type: AVCovType, n_obs, n_params, n_clusters=None) -> AVS
         n = np.asarray(n_obs, dtype=float)
         nu = n - np.asarray(n_params, dtype=float)
         unit = "rows"
-    elif cov_type in ("CR0", "CR1"):
+    elif cov_type in ("CR0", "CR1", "CR2", "CR3"):
         if n_clusters is None:
             raise ValidationError(f"n_clusters: required with cov_type={cov_type!r}")
         n = np.asarray(n_clusters, dtype=float)
@@ -289,7 +289,7 @@ def av_sample_size(cov_type: AVCovType, n_obs, n_params, n_clusters=None) -> AVS
         unit = "clusters"
     else:
         raise ValidationError(
-            f"cov_type: expected one of 'classical', 'HC0', 'HC1', 'CR0', 'CR1', got {cov_type!r}")
+            f"cov_type: expected one of 'classical', 'HC0', 'HC1', 'CR0', 'CR1', 'CR2', 'CR3', got {cov_type!r}")
     bad = ~np.isnan(nu) & (nu <= 0)
     if np.any(bad):
         raise ValidationError(f"n_obs / n_clusters: too few {unit} for anytime-valid inference "

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClusterMoments", "LinMeatMoments", "RowMeatMoments", "block_moments"]
+__all__ = ["ClusterMoments", "LinMeatMoments", "RowMeatMoments"]
 
 from itertools import combinations_with_replacement, product
 
@@ -46,19 +46,6 @@ def _unvech(v: np.ndarray, p: int, iu) -> np.ndarray:
     out[..., iu[0], iu[1]] = np.moveaxis(v, 0, -1)
     out[..., iu[1], iu[0]] = np.moveaxis(v, 0, -1)
     return out
-
-
-def block_moments(Z: np.ndarray, X: np.ndarray | None, Y: np.ndarray, w: np.ndarray | None):
-    """The :class:`~causalflow.linalg.twosls.Moments` of one row block (X = None: OLS).
-
-    >>> import numpy as np
-    >>> Z = np.c_[np.ones(3), [0., 1., 1.]]; Y = np.array([[1.], [2.], [4.]])
-    >>> block_moments(Z, None, Y, None).zwy.ravel().tolist()
-    [7.0, 6.0]
-    """
-    from .twosls import Moments
-    Zw = Z if w is None else Z * w[:, None]
-    return Moments(Zw.T @ Z, None if X is None else Zw.T @ X, Zw.T @ Y, len(Z))
 
 
 @dataclass(frozen=True, slots=True)

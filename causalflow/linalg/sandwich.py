@@ -12,29 +12,100 @@ and their Gram matrix give the joint covariance of all m effects of all K outcom
 cost linear in n and without forming per-metric score matrices.
 
 Small-sample factors c (Stata; R ``sandwich::vcovHC`` / ``vcovCL`` with ``type="HC1"``;
-linearmodels ``debiased=True``):
+linearmodels ``debiased=True``) and the degrees of freedom of the t reference:
 
-=====  =============================================
-HC0    1
-HC1    n / (n - p)
-CR0    1
-CR1    G / (G - 1) * (n - 1) / (n - p)
-=====  =============================================
+=====  =====================================  ==========================================
+type   factor c                               degrees of freedom
+=====  =====================================  ==========================================
+HC0    1                                      n - p
+HC1    n / (n - p)                            n - p
+CR0    1                                      G - 1
+CR1    G / (G - 1) * (n - 1) / (n - p)        G - 1
+CR2    1 (Bell-McCaffrey adjusted meat)       Satterthwaite, per contrast (Pustejovsky
+                                              and Tipton 2018)
+CR3    (G - 1) / G (leave-one-cluster-out     G - 1
+       jackknife, MacKinnon, Nielsen and
+       Webb 2023)
+=====  =====================================  ==========================================
 
 with n rows, p regressors and G clusters (for a metric with missing values: its complete
-rows and the clusters with at least one of them).
+rows and the clusters with at least one of them). CR2 and CR3 are computed by
+:mod:`causalflow.linalg.small_sample`; the others by the score pass of this module.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import scipy.sparse
 
-__all__ = ["ClusterBlock", "CovType", "ScoreAccumulator", "small_sample_factor"]
+from ..errors import ValidationError
 
-CovType = Literal["HC0", "HC1", "CR0", "CR1"]
+__all__ = ["COV_TYPES", "FEW_CLUSTERS", "ClusterBlock", "CovType", "Covariance", "ScoreAccumulator",
+           "default_cov_type", "small_sample_factor"]
+
+CovType = Literal["HC0", "HC1", "CR0", "CR1", "CR2", "CR3"]
+COV_TYPES = ("HC0", "HC1", "CR0", "CR1", "CR2", "CR3")
+
+#: below this many clusters the default covariance is the small-cluster one
+FEW_CLUSTERS = 50
+FEW_CLUSTERS_COV_TYPE = "CR3"
+
+
+def default_cov_type(n_clusters: int | None) -> str:
+    """The default covariance of a design: HC1 without clusters; with clusters CR1, or below
+    :data:`FEW_CLUSTERS` clusters the jackknife CR3, whose t(G - 1) intervals cover at
+    nominal level in the few-cluster simulation of benchmarks/README.md where CR1 does not.
+
+    >>> default_cov_type(None), default_cov_type(20), default_cov_type(400)
+    ('HC1', 'CR3', 'CR1')
+    """
+    if n_clusters is None:
+        return "HC1"
+    return FEW_CLUSTERS_COV_TYPE if n_clusters < FEW_CLUSTERS else "CR1"
+
+
+@dataclass(frozen=True, slots=True)
+class Covariance:
+    """One covariance estimator: its type, whether it clusters, its factor, dof and meat.
+
+    Attributes
+    ----------
+    cov_type : one of :data:`COV_TYPES`
+    clustered : bool, CR types
+    meat : "scores" (HC0/HC1/CR0/CR1: sums of row scores), "bias_reduced" (CR2) or
+        "jackknife" (CR3)
+
+    Examples
+    --------
+    >>> cov = Covariance.of("CR1")
+    >>> cov.clustered, cov.meat, cov.dof(n=100, p=4, n_clusters=10)
+    (True, 'scores', 9)
+    >>> round(cov.factor(n=100, p=4, n_clusters=10), 6)
+    1.145833
+    """
+
+    cov_type: str
+    clustered: bool
+    meat: str
+
+    @classmethod
+    def of(cls, cov_type: str) -> Covariance:
+        if cov_type not in COV_TYPES:
+            raise ValidationError(f"cov_type: expected one of {', '.join(COV_TYPES)}, got {cov_type!r}")
+        meat = {"CR2": "bias_reduced", "CR3": "jackknife"}.get(cov_type, "scores")
+        return cls(cov_type, cov_type.startswith("CR"), meat)
+
+    def factor(self, n: int, p: int, n_clusters: int | None) -> float:
+        """The small-sample factor c of the table above."""
+        return small_sample_factor(self.cov_type, n, p, n_clusters)
+
+    def dof(self, n: int, p: int, n_clusters: int | None) -> int:
+        """Residual degrees of freedom: G - 1 with clusters, else n - p (CR2's per-contrast
+        Satterthwaite dof replace this for its t reference)."""
+        return n_clusters - 1 if self.clustered else n - p
 
 
 def small_sample_factor(cov_type: CovType, n: int, p: int, n_clusters: int | None) -> float:
@@ -45,10 +116,12 @@ def small_sample_factor(cov_type: CovType, n: int, p: int, n_clusters: int | Non
     >>> small_sample_factor("CR1", n=100, p=4, n_clusters=10)  # 10/9 * 99/96
     1.1458333333333333
     """
-    if cov_type in ("HC0", "CR0"):
+    if cov_type in ("HC0", "CR0", "CR2"):
         return 1.0
     if cov_type == "HC1":
         return n / (n - p)
+    if cov_type == "CR3":
+        return (n_clusters - 1) / n_clusters
     return n_clusters / (n_clusters - 1) * (n - 1) / (n - p)
 
 

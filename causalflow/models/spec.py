@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from ..design import Covariates, DesignSource, role_column
 from ..errors import ValidationError
 from ..linalg.threads import single_blas_thread
+from ..validate import column_names, float_values, metric_values
 
 __all__ = ["MetricSpec"]
-
-_LARGEST = 1e150  # squares and cross-products of larger values overflow float64
-
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
@@ -36,8 +32,10 @@ class MetricSpec:
 
     @classmethod
     def build(cls, data, y, covariates) -> MetricSpec:
+        """``covariates``: a list of column names, or one string: a column name if the data has
+        a column of that name, else a formulaic right-hand side (:meth:`Covariates.from_formula`)."""
         df = data.data
-        metrics = _names(y, "y")
+        metrics = column_names(y, "y")
         if not metrics:
             raise ValidationError("y: name at least one metric column")
         roles = {data.intent_to_treat: "intent_to_treat"}
@@ -54,7 +52,11 @@ class MetricSpec:
         if len(set(metrics)) != len(metrics):
             raise ValidationError(f"y: a metric is listed twice in {metrics}")
         roles.update({m: "metric" for m in metrics})
-        cov = Covariates.from_frame(df, _names(covariates, "exogenous_covariates"), roles)
+        if isinstance(covariates, str) and covariates not in df.columns:
+            # one string that is not a column name: a formulaic right-hand side (a name wins)
+            cov = Covariates.from_formula(df, covariates, roles)
+        else:
+            cov = Covariates.from_frame(df, column_names(covariates, "exogenous_covariates"), roles)
         n, p = len(data.arm_codes), (1 + data.n_arms) * (1 + cov.q)
         if p >= n:
             levels = sorted(((len(lv), name) for name, _, lv in cov.categorical), reverse=True)[:3]
@@ -136,7 +138,7 @@ class MetricSpec:
 
     def source(self) -> DesignSource:
         df, d = self.data.data, self.data
-        outcomes = tuple(_float_values(df[m]) for m in self.metrics)
+        outcomes = tuple(float_values(df[m]) for m in self.metrics)
         return DesignSource(assign=d.instrument_codes, dose=d.dose, treated=d.treated_codes,
                             n_arms=d.n_arms, covariates=self.covariates, weights=d.weights,
                             clusters=d.cluster_codes, n_clusters=d.n_clusters, outcomes=outcomes)
@@ -170,42 +172,6 @@ class MetricSpec:
                 except ValidationError as clearer:
                     raise clearer from exc
             raise
-
-
-def _names(value, argument: str) -> list:
-    """A column name or a list-like of names as a list (None: empty)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (Sequence, pd.Index, np.ndarray)) or type(value) in (set, frozenset):
-        return list(value)
-    raise ValidationError(f"{argument}: expected a column name or a list of names, got {value!r}")
-
-
-def metric_values(series: pd.Series, name: str, argument: str) -> np.ndarray:
-    """A numeric column as float64 (NaN for missing), checked: numeric, not all missing,
-    finite, and small enough that its squares do not overflow."""
-    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
-        raise ValidationError(f"{argument}: metric {name!r} is not numeric (dtype {series.dtype})")
-    values = _float_values(series)
-    with np.errstate(invalid="ignore"):
-        low, high = np.fmin.reduce(values), np.fmax.reduce(values)  # NaN only if all are
-    if np.isnan(high):
-        raise ValidationError(f"{argument}: metric {name!r} has no non-missing values")
-    if np.isinf(low) or np.isinf(high):
-        raise ValidationError(f"{argument}: metric {name!r} has infinite values")
-    if max(-low, high) > _LARGEST:
-        raise ValidationError(f"{argument}: metric {name!r} has values beyond +-{_LARGEST:g}, whose squares "
-                              "overflow float64; rescale it")
-    return values
-
-
-def _float_values(series: pd.Series) -> np.ndarray:
-    """A metric as float64 with NaN for missing values; no copy when it already is one."""
-    if series.dtype == np.float64:
-        return series.to_numpy()
-    return series.to_numpy(dtype=float, na_value=np.nan)
 
 
 def _dependent(gram: np.ndarray, names: list[str], only_if_singular: bool = False) -> list[str]:

@@ -8,8 +8,10 @@ weighted regression with the treatment, an intercept and inverse-propensity weig
 is doubly robust (Robins, Sued, Lei-Gomez & Rotnitzky 2007, Stat. Sci., comment on
 Kang & Schafer). It is fitted by the same call an LLM agent makes:
 ``cf.ExperimentData(df, intent_to_treat=t, propensity=p).add_metric(y, covariates).fit(cf.LinearModel("HC0"))``
-where ``p = c / w`` (``c = min(w) / 2`` keeps it in (0, 1); least squares is
-invariant to the scale of the weights). The standard error is the HC0 sandwich and
+where ``p`` is read as P(treatment), weighting treated rows by 1/p and control rows by
+1/(1 - p): ``p = c / w`` on treated and ``p = 1 - c / w`` on control rows gives every row
+``w / c`` (``c = min(w) / 2`` keeps ``c / w`` in (0, 1/2]; least squares is invariant to
+the scale of the weights). The standard error is the HC0 sandwich and
 treats the weights as known.
 """
 
@@ -61,7 +63,8 @@ def weighted_linear_effect(covariates: pd.DataFrame, y, t, w) -> EstimateKernel:
     frame = covariates.reset_index(drop=True).copy()
     frame["__t__"] = np.asarray(t, dtype=int)
     frame["__y__"] = np.asarray(y, float)
-    frame["__p__"] = w.min() / 2 / w
+    share = w.min() / 2 / w  # the row's own-arm probability: weight 1 / share = w / c
+    frame["__p__"] = np.where(frame["__t__"] == 1, share, 1.0 - share)
     fitted = (ExperimentData(frame, intent_to_treat="__t__", propensity="__p__")
               .add_metric(y="__y__", exogenous_covariates=list(covariates.columns))
               .fit(LinearModel(cov_type="HC0")))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._optional import require
 from ..errors import ValidationError
 from ..expr import parse_condition
 
@@ -251,9 +252,7 @@ def _is_table(obj) -> bool:
 
 
 def _to_pandas(table) -> pd.DataFrame:
-    from ..data import (
-        _to_pandas as table_to_pandas,  # the one boundary conversion of the package
-    )
+    from ..validate import to_pandas as table_to_pandas  # the one boundary conversion of the package
 
     try:
         return table_to_pandas(table)
@@ -268,10 +267,8 @@ def load_table(data, columns: list[str] | None = None) -> pd.DataFrame:
         if not path.is_file():
             raise ValidationError(f"Plan.data: file {data!r} does not exist")
         suffixes = "".join(path.suffixes).lower()
-        if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
-            import pyarrow.parquet as pq
-
-            names = pq.read_schema(path).names
+        if suffixes.endswith((".parquet", ".pq")):
+            names = require("pyarrow.parquet", "oci").read_schema(path).names
             usecols = [c for c in columns if c in names] if columns is not None else None
             return pd.read_parquet(path, columns=usecols)
         if ".csv" in suffixes or ".txt" in suffixes:

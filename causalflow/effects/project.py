@@ -21,7 +21,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .errors import ValidationError
+from ..errors import ValidationError
+from ..validate import to_pandas
 
 __all__ = ["project", "projection_weights"]
 
@@ -80,7 +81,6 @@ def project(effects, weights):
 
     See :meth:`causalflow.effects.Effects.project`.
     """
-    from .effects import Effects
     if isinstance(weights, Mapping):
         weights = _check_weights(weights)
         known = {r["condition"] for r in effects.records}
@@ -100,47 +100,25 @@ def project(effects, weights):
         if not records:
             raise ValidationError(f"weights: no metric x arm has every condition of {sorted(weights)}")
         cov = W @ effects.cov @ W.T
-        return Effects._from_fit(records, cov, effects.alpha, effects.model, [records[0]["condition"]])
+        return effects._derive(records, cov, [records[0]["condition"]])
     return _project_to_table(effects, weights)
 
 
 def _target_means(covariates, table: pd.DataFrame) -> np.ndarray:
-    """Means of the model's design covariate columns over a target table."""
-    out = np.empty(covariates.q)
-    col = 0
-    for name, _ in covariates.numeric:
-        if name not in table.columns:
-            raise ValidationError(f"target: covariate column {name!r} is not in the table")
-        series = table[name]
-        if not pd.api.types.is_numeric_dtype(series) or series.isna().any():
-            raise ValidationError(f"target: covariate {name!r} must be numeric without missing values")
-        out[col] = float(series.to_numpy(dtype=float).mean())
-        col += 1
-    for name, _, levels in covariates.categorical:
-        if name not in table.columns:
-            raise ValidationError(f"target: covariate column {name!r} is not in the table")
-        values = table[name].to_numpy(dtype=object)
-        unknown = sorted({str(v) for v in values if v not in levels})
-        if unknown:
-            raise ValidationError(f"target: covariate {name!r} has levels {unknown} not seen in the "
-                                  f"experiment ({list(levels)})")
-        for level in levels[1:]:
-            out[col] = float(np.mean(values == level))
-            col += 1
-    return out
+    """Means of the model's design covariate columns over a target table (listed columns
+    or a formula: :meth:`causalflow.design.Covariates.target_means`)."""
+    return covariates.target_means(table)
 
 
 def _project_to_table(effects, table):
-    from .data import _to_pandas
     model = effects.model
-    if not hasattr(model, "_effects_at"):
-        raise ValidationError("target: projection onto a table needs effects from a fitted LinearModel")
+    if model is None or not hasattr(model, "effects_at_means"):
+        raise ValidationError("target: projection onto a table needs effects from a fitted model")
     try:
-        frame = _to_pandas(table)
+        frame = to_pandas(table)
     except Exception as exc:  # noqa: BLE001 (name the argument, keep the reason)
         raise ValidationError(f"target: expected a pandas, polars or pyarrow table ({exc})") from None
     if len(frame) == 0:
         raise ValidationError("target: the table has no rows")
-    xbar = _target_means(model.spec.covariates, frame)
-    label = f"target table ({len(frame)} rows)"
-    return model._effects_at([(label, True, lambda g: (xbar - g.mu, g.n))], effects.alpha, [label])
+    means = _target_means(model.covariates, frame)
+    return model.effects_at_means(f"target table ({len(frame)} rows)", means, effects.alpha)

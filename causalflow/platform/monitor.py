@@ -27,19 +27,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .design import regressor_names
-from .effects import Effects
-from .errors import ValidationError
-from .linalg.anytime import optimal_g, running_anytime_valid
-from .linalg.incremental import (
+from ..effects.record import Effects, Inference
+from ..backends.memory import block_moments
+from ..data import ExperimentData
+from ..errors import ValidationError
+from ..linalg.anytime import optimal_g, running_anytime_valid
+from ..linalg.incremental import (
     ClusterMoments,
     LinMeatMoments,
     RowMeatMoments,
-    block_moments,
 )
-from .linalg.sandwich import small_sample_factor
-from .linalg.twosls import solve_2sls
-from .models.linear import (
+from ..linalg.layout import CoefLayout
+from ..linalg.sandwich import Covariance
+from ..linalg.twosls import solve_2sls
+from ..models.linear import (
     LinearModel,
     _missing_groups,
     estimand_label,
@@ -47,15 +48,6 @@ from .models.linear import (
 )
 
 __all__ = ["Monitoring", "monitor"]
-
-
-@dataclass(frozen=True, slots=True)
-class _LookModel:
-    """What an :class:`Effects` of one look needs from its model (cov type, names, g)."""
-
-    cov_type: str
-    names: list
-    estimator: object
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,6 @@ def _cuts(looks, n: int) -> np.ndarray:
 
 
 def _batches_to_data(batches: Sequence):
-    from .data import ExperimentData
     first = batches[0]
     roles = ("intent_to_treat", "treated", "propensity", "instrument", "cluster_by", "control")
     for b in batches:
@@ -192,7 +183,7 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     Examples
     --------
     >>> import numpy as np, pandas as pd, causalflow as cf
-    >>> from causalflow.monitor import monitor
+    >>> from causalflow.platform.monitor import monitor
     >>> rng = np.random.default_rng(0)
     >>> df = pd.DataFrame({"t": rng.integers(0, 2, 4000), "x": rng.normal(size=4000)})
     >>> df["y"] = 0.3 * df.t + df.x + rng.normal(size=4000)
@@ -201,7 +192,6 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     >>> len(mon), int(mon.first_significant().first_look[0]) < 20
     (20, True)
     """
-    from .data import ExperimentData
     if not 0 < alpha < 1:
         raise ValidationError(f"alpha: {alpha!r} is outside (0, 1)")
     if isinstance(data, (list, tuple)):
@@ -231,14 +221,18 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
         raise ValidationError(f"estimator: monitoring needs a LinearModel, got {estimator!r}")
     spec = data.add_metric(y=y, exogenous_covariates=exogenous_covariates)
     source = spec.source()
-    cov_type = estimator.cov_type or ("CR1" if source.clusters is not None else "HC1")
-    clustered = cov_type.startswith("CR")
+    covariance = Covariance.of(estimator.cov_type or ("CR1" if source.clusters is not None else "HC1"))
+    cov_type, clustered = covariance.cov_type, covariance.clustered
+    if covariance.meat != "scores":
+        raise ValidationError(f"cov_type: monitoring accumulates score moments, which serve HC0, HC1, CR0 "
+                              f"and CR1; {cov_type} is not available at looks (the anytime-valid columns "
+                              "do not need it)")
     if clustered and source.clusters is None:
         raise ValidationError(f"cov_type: {cov_type} needs cluster_by on ExperimentData")
     conditions = parse_conditions(condition_on, spec.covariates.sources)
     J, q = source.n_arms, spec.covariates.q
-    arm_names = [f"{data.intent_to_treat}[{a}]" for a in data.arms[1:]]
-    names = regressor_names(arm_names, spec.covariates.names)
+    layout = CoefLayout(J, q)
+    names = layout.names([f"x{j}" for j in range(1, J + 1)], spec.covariates.names)
     p = len(names)
     kinds = ("itt", "iv") if source.iv else ("itt",)
 
@@ -249,7 +243,7 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
         if planned - extra <= 0:
             raise ValidationError(f"av_planned_n: {planned!r} leaves no residual degrees of freedom")
         g = float(optimal_g(planned, planned - extra, alpha))
-    look_model = _LookModel(cov_type, names, LinearModel(cov_type=cov_type, av_g=float(g)))
+    inference = Inference(cov_type, estimator.inference, p, float(g))
 
     originals = spec.covariates.original() if conditions[0] is not None else None
     masks = [None if c is None else c.evaluate(originals) for c in conditions]
@@ -268,8 +262,8 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
         start = cut
         for st in states:
             st.add(source, new[st.member[new]], masks, J)
-        results.append(_look_effects(states, source, conditions, kinds, cov_type, p, J, q, names,
-                                     spec.metrics, data, alpha, look_model))
+        results.append(_look_effects(states, source, conditions, kinds, covariance, layout, names,
+                                     spec.metrics, data, alpha, inference))
     return Monitoring(tuple(results), tuple(int(c) for c in cuts), float(g), float(alpha))
 
 
@@ -291,8 +285,9 @@ class _GroupState:
         if len(rows) == 0:
             return
         rows = np.sort(rows)
-        Z, X, Y, w = source.block(rows, self.mu0, self.metrics)
-        part = block_moments(Z, X, Y, w)
+        block, w = source.matrix(rows, self.mu0, self.metrics)
+        part = block_moments(block, w, source.p, source.iv, len(self.metrics))
+        Z, X, Y = source.split(block, len(self.metrics))
         self.moments = part if self.moments is None else self.moments + part
         self.n += len(rows)
         for kind in self.meat:
@@ -316,14 +311,14 @@ class _GroupState:
             self.cond_n[c] += len(rows) if mask is None else int(sel.sum())
 
 
-def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, metric_names, data,
-                  alpha, look_model) -> Effects:
-    clustered = cov_type.startswith("CR")
+def _look_effects(states, source, conditions, kinds, covariance, layout, names, metric_names, data,
+                  alpha, inference) -> Effects:
+    clustered, p, J, q = covariance.clustered, layout.p, layout.n_arms, layout.q
     records, blocks = [], []        # blocks: (indices into records, covariance)
     for st in states:
         K = len(st.metrics)
         G = st.clusters[kinds[0]].n_clusters if clustered else None
-        dof = (G - 1) if clustered else st.n - p
+        dof = covariance.dof(st.n, p, G)
         fits = {}
         if st.moments is not None and dof > 0 and st.n > p:
             for kind in kinds:
@@ -333,14 +328,10 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
                 except (ValidationError, np.linalg.LinAlgError):
                     fits = {}
                     break
-        D = np.zeros((len(conditions) * J, p))
-        for c in range(len(conditions)):
-            xbar = st.cond_sum[c] / st.cond_w[c] if st.cond_w[c] > 0 else np.full(q, np.nan)
-            for j in range(J):
-                D[c * J + j, 1 + j] = 1.0
-                D[c * J + j, 1 + J + q + j * q:1 + J + q + (j + 1) * q] = xbar
+        D = np.vstack([layout.effects(st.cond_sum[c] / st.cond_w[c] if st.cond_w[c] > 0 else np.full(q, np.nan))
+                       for c in range(len(conditions))])
         m = D.shape[0]
-        factor = small_sample_factor(cov_type, st.n, p, G) if fits else np.nan
+        factor = covariance.factor(st.n, p, G) if fits else np.nan
         idx_of = {}
         for kind in kinds:
             for c, cond in enumerate(conditions):
@@ -352,7 +343,8 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
                             metric=metric_names[k], arm=data.arms[j + 1],
                             condition="all" if cond is None else cond.text,
                             estimand=estimand_label(kind, source.iv, cond is not None), estimate=est,
-                            n=int(st.cond_n[c]), dof=dof if fits else np.nan, n_clusters=G,
+                            n=int(st.cond_n[c]), dof=dof if fits else np.nan,
+                            av_dof=dof if fits else np.nan, n_clusters=G,
                             _sort=(k, j, c, kind)))
         if not fits:
             continue
@@ -377,5 +369,5 @@ def _look_effects(states, source, conditions, kinds, cov_type, p, J, q, names, m
     records = [records[i] for i in perm]
     for r in records:
         del r["_sort"]
-    return Effects._from_fit(records, full[np.ix_(perm, perm)], alpha, look_model,
-                             [None if c is None else c.text for c in conditions])
+    return Effects._from_fit(records, full[np.ix_(perm, perm)], alpha, None,
+                             [None if c is None else c.text for c in conditions], inference)

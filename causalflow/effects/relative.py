@@ -42,16 +42,15 @@ Examples
 
 from __future__ import annotations
 
-import html
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
-from .errors import ValidationError
+from ..errors import ValidationError
+from ..validate import check_alpha, check_choice
+from .render import Rendered, plain
 
 __all__ = ["RelativeEffect", "RelativeEffects", "fieller_interval", "relative_effect", "relative_effects"]
 
@@ -70,7 +69,7 @@ class RelativeEffect:
     p_value : p-value of tau = 0 (equivalently theta = 0)
     control_mean, control_std_error : mu and its standard error
     method : "delta" or "fieller"
-    critical_value : the quantile c used for the interval
+    critical_value : (m,) the quantile c used for each interval
     """
 
     estimate: np.ndarray
@@ -81,7 +80,7 @@ class RelativeEffect:
     control_mean: np.ndarray
     control_std_error: np.ndarray
     method: str
-    critical_value: float
+    critical_value: np.ndarray
 
 
 def _vector(name: str, x) -> np.ndarray:
@@ -137,7 +136,7 @@ def relative_effect(
         Var(tau), Var(mu) and Cov(tau, mu) from the joint covariance of the fit.
     alpha : float
         1 - confidence level.
-    df : float, optional
+    df : float or array-like (m,), optional
         Degrees of freedom of a t reference distribution; default normal.
     method : {"delta", "fieller"}
         Interval: Wald interval from the delta-method SE, or Fieller's.
@@ -152,11 +151,9 @@ def relative_effect(
     >>> round(float(r.ci_lower[0]), 4), round(float(r.ci_upper[0]), 4)
     (0.0254, 0.0748)
     """
-    if method not in ("delta", "fieller"):
-        raise ValidationError(f"method: must be 'delta' or 'fieller', got {method!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise ValidationError(f"alpha: must lie in (0, 1), got {alpha!r}")
-    if df is not None and not df > 0:
+    check_choice("method", method, ("delta", "fieller"))
+    check_alpha(alpha)
+    if df is not None and not np.all(np.asarray(df) > 0):
         raise ValidationError(f"df: must be positive, got {df!r}")
     t = _vector("estimate", estimate)
     m = _vector("control_mean", control_mean)
@@ -170,7 +167,7 @@ def relative_effect(
     if np.any(vt < 0) or np.any(vm < 0):
         raise ValidationError("var_estimate / var_control: variances must be non-negative")
     dist = stats.norm if df is None else stats.t(df)
-    crit = float(dist.isf(alpha / 2))
+    crit = dist.isf(alpha / 2) * np.ones(len(t))
     with np.errstate(invalid="ignore", divide="ignore"):
         theta = t / m
         var = (vt - 2.0 * theta * c + theta ** 2 * vm) / m ** 2
@@ -194,16 +191,8 @@ RELATIVE_COLUMNS = ("metric", "arm", "condition", "estimand", "estimate", "std_e
                     "control_mean", "control_std_error", "n")
 
 
-def _json(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class RelativeEffects:
+@dataclass(frozen=True, slots=True, repr=False)
+class RelativeEffects(Rendered):
     """Relative effects of one ``infer_effect`` call: effect / adjusted control mean.
 
     Attributes
@@ -224,20 +213,19 @@ class RelativeEffects:
     scale: str
     alpha: float
 
+    _rows_key = "effects"
+
+    def columns(self) -> tuple:
+        return RELATIVE_COLUMNS
+
     def to_dicts(self) -> list[dict]:
         """One dict per effect (the one serialisation path)."""
         return [dict(r) for r in self.records]
 
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.to_dicts(), columns=list(RELATIVE_COLUMNS))
+    def _meta(self) -> dict:
+        return {"alpha": self.alpha, "method": self.method, "scale": self.scale}
 
-    def to_dict(self) -> dict:
-        """JSON-ready form."""
-        return {"alpha": self.alpha, "method": self.method, "scale": self.scale,
-                "columns": list(RELATIVE_COLUMNS),
-                "effects": [{k: _json(v) for k, v in r.items()} for r in self.to_dicts()]}
-
-    def _table(self) -> tuple[list[str], list[list[str]]]:
+    def _display(self) -> tuple[list[str], list[list[str]]]:
         unit = "%" if self.scale == "percent" else ""
         header = ["metric", "arm", "condition", "estimand", f"relative{unit and ' (%)'}",
                   "std_error", f"{1 - self.alpha:.0%} CI ({self.method})", "p_value",
@@ -247,44 +235,6 @@ class RelativeEffects:
                  f"[{r['ci_lower']:.4g}, {r['ci_upper']:.4g}]", f"{r['p_value']:.3g}",
                  f"{r['control_mean']:.4g}", f"{r['n']:,}"] for r in self.records]
         return header, body
-
-    def summary(self) -> str:
-        header, body = self._table()
-        widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
-        fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
-        return "\n".join([fmt.format(*header), "  ".join("-" * w for w in widths),
-                          *(fmt.format(*row) for row in body)])
-
-    def to_markdown(self) -> str:
-        header, body = self._table()
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                          *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body)])
-
-    def _repr_html_(self) -> str:
-        header, body = self._table()
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                       for row in body)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-
-    def __repr__(self) -> str:
-        return self.summary()
-
-
-def _condition_shift(model, group, text, cache) -> np.ndarray:
-    """Mean of the centred covariates over a condition's rows (as ``infer_effect`` uses)."""
-    from .expr import parse_condition
-
-    key = (id(group), text)
-    if key not in cache:
-        if text == "all":
-            cache[key] = np.zeros(model.spec.covariates.q)
-        else:
-            originals = cache.setdefault("originals", model.spec.covariates.original())
-            rows_in = np.ones(model._source.n, bool) if group.member is None else group.member
-            mask = parse_condition(text).evaluate(originals) & rows_in
-            cache[key] = model.spec.covariates.means(np.flatnonzero(mask), model._source.weights) - group.mu
-    return cache[key]
 
 
 def relative_effects(effects, *, method: IntervalMethod = "delta",
@@ -296,10 +246,12 @@ def relative_effects(effects, *, method: IntervalMethod = "delta",
     :math:`d_\mu = e_{1} + \sum_l \bar x_{S,l} e_{X_l}`: the intercept plus the covariate
     main effects at S's centred covariate means (covariates enter centred, so in the whole
     sample it is the intercept). Both come from the same fit (OLS, 2SLS, weighted,
-    clustered), so one pass of the core's sandwich gives their joint covariance, and
-    :func:`relative_effect` gives the ratio, its delta-method SE and the interval.
-    In an encouragement design the ITT is divided by the reduced form's control mean and
-    the LATE by the 2SLS intercept (the mean untreated outcome at zero dose).
+    clustered), so the model's contrast pass gives their joint covariance
+    (``model.control_means``, the :class:`~causalflow.effects.record.ContrastModel`
+    protocol), and :func:`relative_effect` gives the ratio, its delta-method SE and the
+    interval, with the same reference distribution (t with the effect's dof, or normal)
+    as the effects. In an encouragement design the ITT is divided by the reduced form's
+    control mean and the LATE by the 2SLS intercept (the mean untreated outcome at zero dose).
 
     Examples
     --------
@@ -312,75 +264,24 @@ def relative_effects(effects, *, method: IntervalMethod = "delta",
     >>> bool(np.isclose(rel.estimate[0], rel.effect[0] / rel.control_mean[0]))
     True
     """
-    if method not in ("delta", "fieller"):
-        raise ValidationError(f"method: must be 'delta' or 'fieller', got {method!r}")
-    if scale not in ("percent", "fraction"):
-        raise ValidationError(f"scale: must be 'percent' or 'fraction', got {scale!r}")
+    check_choice("method", method, ("delta", "fieller"))
+    check_choice("scale", scale, ("percent", "fraction"))
     model = effects.model
-    if not hasattr(model, "_contrast_cov") or not hasattr(model, "_groups"):
-        raise ValidationError("relative: needs effects of a fitted LinearModel")
-    data = model.spec.data
-    J, q, p = model._source.n_arms, model.spec.covariates.q, len(model.names)
-    group_of = {k: gi for gi, g in enumerate(model._groups) for k in g.metrics}
-    metric_index = {m: k for k, m in enumerate(model.metrics)}
-    from .expr import parse_condition
-
-    cache: dict = {}
-    plan: dict = {}      # (group, kind) -> {condition: row offset}
-    for r in effects.records:
-        if r["condition"] != "all":
-            try:
-                parse_condition(r["condition"])
-            except ValidationError:
-                raise ValidationError(
-                    f"relative: effect of {r['condition']!r} is a projection, not a condition; take "
-                    "relative() of the conditional effects it combines") from None
-        kind = "iv" if r["estimand"] == "LATE" else "itt"
-        conds = plan.setdefault((group_of[metric_index[r["metric"]]], kind), {})
-        conds.setdefault(r["condition"], None)
-    requests = []
-    for (gi, kind), conds in plan.items():
-        g = model._groups[gi]
-        rows = []
-        for c_i, text in enumerate(conds):
-            conds[text] = c_i * (J + 1)
-            xbar = _condition_shift(model, g, text, cache)
-            d_mu = np.zeros(p)
-            d_mu[0] = 1.0
-            d_mu[1 + J:1 + J + q] = xbar
-            rows.append(d_mu)
-            for j in range(1, J + 1):
-                d = np.zeros(p)
-                d[j] = 1.0
-                d[1 + J + q + (j - 1) * q:1 + J + q + j * q] = xbar
-                rows.append(d)
-        requests.append((gi, kind, np.array(rows)))
-    cov, layout = model._contrast_cov(requests)
-    where = {key: i for i, key in enumerate(plan)}
-    tau, mu, v_tt, v_mm, v_tm = (np.empty(len(effects.records)) for _ in range(5))
-    for i, r in enumerate(effects.records):
-        k = metric_index[r["metric"]]
-        gi = group_of[k]
-        kind = "iv" if r["estimand"] == "LATE" else "itt"
-        ri = where[(gi, kind)]
-        _, _, D = requests[ri]
-        start, _, K = layout[ri]
-        pos = model._groups[gi].metrics.index(k)
-        base = plan[(gi, kind)][r["condition"]]
-        j = data.arms.index(r["arm"])
-        coef = model._groups[gi].fits[kind].coef[:, pos]
-        i_mu, i_tau = start + base * K + pos, start + (base + j) * K + pos
-        tau[i], mu[i] = D[base + j] @ coef, D[base] @ coef
-        v_tt[i], v_mm[i], v_tm[i] = cov[i_tau, i_tau], cov[i_mu, i_mu], cov[i_tau, i_mu]
-    if not np.allclose(tau, effects.estimate, rtol=1e-9, atol=1e-12 * (1 + np.abs(tau).max())):
-        raise ValidationError("relative: these effects are not the model's contrasts (projected "
-                              "or modified); call relative() on effects from infer_effect")
-    rel = relative_effect(tau, mu, v_tt, v_mm, v_tm, alpha=effects.alpha, method=method)
+    if model is None or not hasattr(model, "control_means"):
+        raise ValidationError("relative: needs effects of a fitted model (infer_effect), not of a "
+                              "monitored look")
+    mu, v_mm, v_tm = model.control_means(effects)
+    tau = effects.estimate
+    v_tt = np.diag(effects.cov)
+    df = None
+    if effects.inference.distribution == "t":
+        df = np.array([r.get("dof", np.nan) for r in effects.records], dtype=float)
+    rel = relative_effect(tau, mu, v_tt, v_mm, v_tm, alpha=effects.alpha, df=df, method=method)
     f = 100.0 if scale == "percent" else 1.0
     records = []
     for i, r in enumerate(effects.records):
         records.append({
-            "metric": r["metric"], "arm": _json(r["arm"]), "condition": r["condition"],
+            "metric": r["metric"], "arm": plain(r["arm"]), "condition": r["condition"],
             "estimand": r["estimand"], "estimate": f * rel.estimate[i],
             "std_error": f * rel.std_error[i], "ci_lower": f * rel.ci_lower[i],
             "ci_upper": f * rel.ci_upper[i], "p_value": float(rel.p_value[i]),

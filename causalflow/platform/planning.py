@@ -38,7 +38,8 @@ over the control mean :math:`\mu_c` (``baseline_mean``). The estimate
 
 **Tests.** With :math:`\lambda = \text{effect}/\mathrm{SE}` the power of the two-sided
 level-:math:`\alpha` test is :math:`P(T > c) + P(T < -c)` with T noncentral t
-(``test="t"``, df = units (or clusters) of all arms minus the number of arms; for two
+(``test="t"``, the reference of the fitted model: df = units of all arms minus the number
+of arms, or clusters - 1 in a cluster design as the fit's CR1 / CR3 t reference; for two
 arms without clusters this is the classical two-sample t-test, identical to statsmodels'
 ``TTestIndPower``) or normal (``test="z"``, statsmodels' ``NormalIndPower``).
 ``test="anytime"`` uses the anytime-valid confidence-sequence multiplier
@@ -71,7 +72,8 @@ from typing import Literal
 import numpy as np
 from scipy import optimize, special, stats
 
-from .errors import ValidationError
+from ..errors import ValidationError
+from ..validate import to_pandas
 
 __all__ = [
     "PlanningInputs",
@@ -178,10 +180,9 @@ def planning_inputs(
     """
     import pandas as pd
 
-    from .data import _to_pandas
 
     try:
-        df = _to_pandas(pilot)
+        df = to_pandas(pilot)
     except ValidationError:
         raise ValidationError(f"pilot: expected a pandas, polars or pyarrow table, got "
                               f"{type(pilot).__name__}") from None
@@ -342,7 +343,7 @@ def _critical(plan: _Plan, n: float) -> tuple[float, float]:
     """Critical value of |t| (or t) and the degrees of freedom (inf: normal) at n units."""
     units = n / plan.inputs.cluster_size if plan.clustered else n
     if plan.test == "anytime":
-        from .linalg.anytime import cs_multiplier, optimal_g
+        from ..linalg.anytime import cs_multiplier, optimal_g
 
         # n and nu as the fitted model uses them (linalg.anytime.av_sample_size)
         nu = units - 1.0 if plan.clustered else units - plan.allocation.size
@@ -353,7 +354,9 @@ def _critical(plan: _Plan, n: float) -> tuple[float, float]:
     a = plan.alpha / 2 if plan.alternative == "two-sided" else plan.alpha
     if plan.test == "z":
         return float(stats.norm.isf(a)), np.inf
-    df = units - plan.allocation.size
+    # the reference of the fitted model: G - 1 with clusters (CR1 / CR3), n - (number of arms)
+    # without (n - p of a fit without covariates)
+    df = units - 1.0 if plan.clustered else units - plan.allocation.size
     return float(stats.t.isf(a, df)), float(df)
 
 
@@ -579,7 +582,7 @@ def power(effect: float, n: float, *, sd: float | None = None, pilot=None,
     Examples
     --------
     >>> round(power(effect=0.2, n=800, sd=1.0, icc=0.02, cluster_size=20).power, 3)
-    0.65
+    0.651
     """
     plan = _plan_of(locals())
     e = _check_effect(plan, effect)

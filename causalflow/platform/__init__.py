@@ -1,0 +1,1 @@
+"""Everyday experiment work around the core: sample-ratio and A/A checks, planning, monitoring."""
