@@ -35,8 +35,8 @@ _threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, _threads)
 
-import numpy as np
-import pandas as pd
+import numpy as np  # noqa: E402 (after the BLAS thread variables)
+import pandas as pd  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

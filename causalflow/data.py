@@ -190,7 +190,8 @@ class ExperimentData:
         Column with the randomized assignment: 0/1, booleans, or arm labels.
     treated : str, optional
         Treatment actually received. Binary designs: numbers in [0, 1] (a share of the
-        treatment), or the arm labels of ``intent_to_treat``; multi-arm: arm labels. Default: equal to ``intent_to_treat`` (full compliance).
+        treatment), or the arm labels of ``intent_to_treat``; multi-arm: arm labels. Default:
+        equal to ``intent_to_treat`` (full compliance).
     propensity : str, float or mapping, optional
         Assignment probabilities. Per-unit probabilities (adaptive designs) weight the rows;
         planned ones (numbers) do not.

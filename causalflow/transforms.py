@@ -256,7 +256,8 @@ def derive_metrics(data, y, *, cap: Mapping | None = None, ratio: Mapping | None
     new: dict = {}
     if cap is not None:
         if not isinstance(cap, Mapping) or not cap:
-            raise ValidationError("cap: expected a mapping metric -> {lower|upper|lower_quantile|upper_quantile: value}")
+            raise ValidationError("cap: expected a mapping metric -> "
+                                  "{lower|upper|lower_quantile|upper_quantile: value}")
         for metric, spec in cap.items():
             if metric not in names:
                 raise ValidationError(f"cap: {metric!r} is not one of the metrics y={names}")

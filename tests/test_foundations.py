@@ -10,7 +10,6 @@ import pytest
 from scipy import stats
 
 import causalflow as cf
-from causalflow.linalg.layout import CoefLayout
 from causalflow.linalg.sandwich import FEW_CLUSTERS, Covariance, default_cov_type
 
 PACKAGE = pathlib.Path(cf.__file__).parent
@@ -162,3 +161,36 @@ def test_planning_uses_the_fit_reference_with_clusters():
     lam = 0.3 / se
     expected = stats.nct.sf(crit, G - 1, lam) + stats.nct.cdf(-crit, G - 1, lam)
     assert plan.power == pytest.approx(expected, rel=1e-6)
+
+
+def test_records_need_only_the_contrast_model_protocol():
+    """relative() and project() reach the model through ContrastModel's public methods only:
+    a wrapper that exposes just those gives the same numbers."""
+    from causalflow.effects.record import ContrastModel
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"t": rng.integers(0, 2, 400), "x": rng.normal(size=400)})
+    df["y"] = 10 + df.t * (1 + df.x) + rng.normal(size=400)
+    model = cf.ExperimentData(df, intent_to_treat="t").add_metric(y="y", exogenous_covariates=["x"]).fit(
+        cf.LinearModel)
+    assert isinstance(model, ContrastModel)
+
+    class Public:
+        metrics = model.metrics
+        covariates = model.covariates
+        infer_effect = staticmethod(lambda **kw: model.infer_effect(**kw))
+        effects_at_means = staticmethod(model.effects_at_means)
+        control_means = staticmethod(model.control_means)
+
+    effects = model.infer_effect(condition_on=["x > 0", "x <= 0"])
+    wrapped = effects._derive(effects.records, effects.cov, effects.conditions)
+    object.__setattr__(wrapped, "model", Public())
+    pd.testing.assert_frame_equal(wrapped.relative().to_frame(), effects.relative().to_frame())
+    target = pd.DataFrame({"x": [0.5, 1.5]})
+    pd.testing.assert_frame_equal(wrapped.project(target).to_frame(), effects.project(target).to_frame())
+    mix = {"x > 0": 0.3, "x <= 0": 0.7}
+    pd.testing.assert_frame_equal(wrapped.project(mix).to_frame(), effects.project(mix).to_frame())
+    look = effects._derive(effects.records, effects.cov, effects.conditions)
+    object.__setattr__(look, "model", None)
+    with pytest.raises(cf.ValidationError, match="needs effects of a fitted model"):
+        look.relative()

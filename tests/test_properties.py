@@ -120,7 +120,7 @@ def test_changing_the_control_arm_is_a_linear_reparametrisation(simulate, seed, 
     new = sim.fit(cov_type, covariates=covariates, control="blue").infer_effect(condition_on=conditions)
     old_frame, new_frame = old.to_frame(), new.to_frame()
     index = {(r.metric, r.arm, r.condition): i for i, r in enumerate(old_frame.itertuples())}
-    for i, r in enumerate(new_frame.itertuples()):
+    for r in new_frame.itertuples():
         d = np.zeros(len(old_frame))
         d[index[(r.metric, "blue", r.condition)]] = -1.0
         if r.arm == "green":

@@ -488,7 +488,7 @@ def test_condition_list_errors(model):
 
 def test_bad_alpha(model):
     for alpha in (0, 1, 1.5, -0.1):
-        expect_error(lambda: model.infer_effect(alpha=alpha), "alpha")
+        expect_error(lambda alpha=alpha: model.infer_effect(alpha=alpha), "alpha")
 
 
 # -- the user's data are never modified; polars / pyarrow tables ---------------------------

@@ -116,7 +116,7 @@ def ours_order(res_index, n_cov, n_arms):
     """Map linearmodels' parameter order [const, Xc, arm blocks] to ours [1, arms, Xc, arm x Xc]."""
     names = list(res_index)
     const, xc = [0], list(range(1, 1 + n_cov))
-    arm_cols = [i for i, nm in enumerate(names) if (nm.startswith("A") or nm.startswith("D")) and ":" not in nm]
+    arm_cols = [i for i, nm in enumerate(names) if nm.startswith(("A", "D")) and ":" not in nm]
     inter = [i for i, nm in enumerate(names) if ":" in nm]
     assert len(arm_cols) == n_arms
     return const + arm_cols + xc + inter
@@ -127,7 +127,7 @@ def subgroup_delta(d, xc, w, condition, arm_index, n_arms, n_cov, kind_names):
     mask = d.eval(condition).to_numpy()  # pandas' own query engine, test side only
     xbar = (xc[mask].mul(w[mask], axis=0).sum() / w[mask].sum()).to_numpy()
     delta = pd.Series(0.0, index=kind_names)
-    arm_names = [nm for nm in kind_names if (nm.startswith("A") or nm.startswith("D")) and ":" not in nm]
+    arm_names = [nm for nm in kind_names if nm.startswith(("A", "D")) and ":" not in nm]
     arm = arm_names[arm_index]
     delta[arm] = 1.0
     for c, value in zip(xc.columns, xbar):
@@ -158,7 +158,8 @@ def test_grid_against_linearmodels(design, cov_type, n_metrics, covariates):
         for metric in metrics:
             res, xc, w, d = reference(df, design, metric, covariates, cov_type, kind)
             order = ours_order(res.params.index, xc.shape[1], n_arms)
-            np.testing.assert_allclose(ours_params[metric].to_numpy(), res.params.to_numpy()[order], rtol=RTOL, atol=1e-12)
+            np.testing.assert_allclose(ours_params[metric].to_numpy(), res.params.to_numpy()[order],
+                                       rtol=RTOL, atol=1e-12)
             np.testing.assert_allclose(ours_se[metric].to_numpy(), res.std_errors.to_numpy()[order], rtol=RTOL)
             estimand = {"iv": "LATE"}.get(kind, "ITT" if data.is_iv else ("CATE" if conditions else "ATE"))
             for j in range(n_arms):

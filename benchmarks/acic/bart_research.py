@@ -130,7 +130,8 @@ def main(argv=None):
     p.add_argument("--gfr", type=int, default=10)
     p.add_argument("--mcmc", type=int, default=100)
     p.add_argument("--feature", default="logit", choices=["logit", "raw", "none"])
-    p.add_argument("--kind", default="t", choices=["s", "t"], help="S-learner (GFR) or T-learner (MCMC, --gfr = burn-in)")
+    p.add_argument("--kind", default="t", choices=["s", "t"],
+                   help="S-learner (GFR) or T-learner (MCMC, --gfr = burn-in)")
     a = p.parse_args(argv)
     pairs = _pairs(a, [(s, 1) for s in range(1, 78, 3)])
     res = Parallel(n_jobs=a.n_jobs)(delayed(one)(s, r, a.trees, a.gfr, a.mcmc, a.feature, a.kind) for s, r in pairs)
@@ -259,7 +260,8 @@ def x_adjust(X, z, y, e, m0, m1, folds, reg_factory, seed=0):
 
 def one_x(setting, rep):
     """B, the B + BART average, and both with the X-learner adjustment (tau by linear-leaf LightGBM)."""
-    from causalflow.oci.bart_learners import bart_regressor
+    from benchmarks.acic.bart_learners import bart_regressor
+
     ds = load_dataset(setting, rep)
     z, y = ds.z, ds.y
     folds = E.make_folds(z, 5, 0)
@@ -311,7 +313,8 @@ def _lgbm_trees(seed):
 def one_v(setting, rep):
     """Round 6 variants on one data set: B, the BART blend, and X-learners whose effect model
     is linear-leaf LightGBM (as integrated) or constant-leaf LightGBM (flat extrapolation)."""
-    from causalflow.oci.bart_learners import bart_regressor
+    from benchmarks.acic.bart_learners import bart_regressor
+
     ds = load_dataset(setting, rep)
     z, y = ds.z, ds.y
     folds = E.make_folds(z, 5, 0)

@@ -76,13 +76,13 @@ import pandas as pd
 from joblib import Parallel, delayed
 from scipy.optimize import nnls
 
+from benchmarks.acic.tuned_boosting import tuned_gbm_classifier
 from causalflow.oci import estimators as E
 from causalflow.oci.gbm_learners import (
     Boosting,
     gbm_classifier,
     gbm_linear_tree_regressor,
     gbm_tree_regressor,
-    tuned_gbm_classifier,
 )
 
 
@@ -441,7 +441,8 @@ def analyse(records: list[dict]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "select3", "overlap", "rebalance", "bcf", "bcf_small", "analyse"])
+    p.add_argument("what", choices=["effect", "propensity", "clip", "balance", "select", "select3", "overlap",
+                                    "rebalance", "bcf", "bcf_small", "analyse"])
     p.add_argument("files", nargs="*", help="for analyse: the saved JSON files")
     p.add_argument("--pairs", nargs="*", default=None, help="setting:replication pairs (default all 231)")
     p.add_argument("--save", default=None)
@@ -458,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = [tuple(int(v) for v in s.split(":")) for s in a.pairs] if a.pairs else list_datasets(None)
     fn = {"effect": effect_variants, "propensity": propensity_variants, "clip": clip_variants,
-          "balance": balance_variants, "select": select_variants, "select3": select3_variants, "rebalance": rebalance_variants,
+          "balance": balance_variants, "select": select_variants, "select3": select3_variants,
+          "rebalance": rebalance_variants,
           "overlap": overlap_variants, "bcf": bcf_variants,
           "bcf_small": functools.partial(bcf_variants, burnin=50, draws=50, mu_trees=100, tau_trees=50)}[a.what]
 

@@ -103,8 +103,10 @@ def one(setting: int, rep: int, config: str, seed: int = 0) -> dict:
 def summarise(df: pd.DataFrame) -> dict:
     q = 1.959964
     out = {"n": len(df), "cpu_s": df.cpu.mean()}
-    for est, se, truth, name in [("att", "att_se", "satt", "SATT_if"), ("att_h", "att_se_s", "satt", "SATT_hajek_sample"),
-                                 ("ate", "ate_se", "sate", "SATE_if"), ("ate_h", "ate_se_s", "sate", "SATE_hajek_sample")]:
+    for est, se, truth, name in [("att", "att_se", "satt", "SATT_if"),
+                                 ("att_h", "att_se_s", "satt", "SATT_hajek_sample"),
+                                 ("ate", "ate_se", "sate", "SATE_if"),
+                                 ("ate_h", "ate_se_s", "sate", "SATE_hajek_sample")]:
         err = df[est] - df[truth]
         out[f"{name}_rmse"] = float(np.sqrt(np.mean(err ** 2)))
         out[f"{name}_cov"] = float(np.mean(np.abs(err) <= q * df[se]))
@@ -130,7 +132,8 @@ def main(argv=None) -> int:
         if a.save:
             df.to_csv(f"{a.save}_{cfg}.csv", index=False)
         rows.append({"config": cfg, **summarise(df)})
-        print(df.assign(err=df.att_h - df.satt, err_ate=df.ate_h - df.sate)[["setting", "rep", "err", "att_se_s", "err_ate"]].round(3).T.to_string())
+        errors = df.assign(err=df.att_h - df.satt, err_ate=df.ate_h - df.sate)
+        print(errors[["setting", "rep", "err", "att_se_s", "err_ate"]].round(3).T.to_string())
         print(pd.DataFrame(rows).round(4).T.to_string(), flush=True)
     return 0
 

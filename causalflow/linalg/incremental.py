@@ -111,8 +111,8 @@ def _lin_structure(J: int, q: int):
     (arm or -1, sorted covariate tuple) by degree bound, and for degree 2, 3, 4 the
     index arrays (p,)*d into those lists (-1 for a zero product).
     """
-    cols = [(-1, ())] + [(j, ()) for j in range(J)] + [(-1, (l,)) for l in range(q)]
-    cols += [(j, (l,)) for j in range(J) for l in range(q)]
+    cols = [(-1, ())] + [(j, ()) for j in range(J)] + [(-1, (c,)) for c in range(q)]
+    cols += [(j, (c,)) for j in range(J) for c in range(q)]
     p = len(cols)
     # ordered by covariate degree first, so the keys of degree <= 2 and <= 3 are prefixes
     keys = {d: [(a, c) for k in range(d + 1) for a in range(-1, J)

@@ -4,7 +4,9 @@
 >>> sorted(oci.ESTIMANDS)
 ['ATE', 'ATO', 'ATT']
 
-See ``docs/oci.md`` for how the loop works and the diagnostic thresholds.
+See ``docs/oci.md`` for how the loop works and the diagnostic thresholds. Importing this
+package is light; its learners, plots and notebooks need the ``oci`` extra
+(``pip install "causalflow[oci]"``) when they run.
 """
 
 from .acic import evaluate as evaluate_acic

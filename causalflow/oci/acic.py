@@ -29,17 +29,20 @@ Example (two small data sets; the real call uses every data set)::
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .._optional import require
 from ..errors import ValidationError
 from .artifacts import atomic_write, render_html, render_markdown
 
@@ -232,12 +235,14 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
                      propensity_learner: str = DEFAULT_LEARNER, outcome_learner: str = DEFAULT_LEARNER,
                      n_folds: int = 5, seed: int = 0, final_stage: str = DEFAULT_FINAL_STAGE,
                      n_repeats: int = DEFAULT_REPEATS, artifact_level: str | None = None,
-                     overwrite: bool = False) -> dict:
+                     overwrite: bool = False, learner_modules: Sequence[str] = ()) -> dict:
     """Run the OCI loop on one data set and write ``out/datasets/sXX_rK.json`` (atomically).
 
     When that file exists (and not ``overwrite``) it is read back instead: this is what
     makes :func:`evaluate` resumable. ``artifact_level`` None writes no loop artifacts;
-    otherwise the loop's own artifacts go to ``out/runs/sXX_rK/``.
+    otherwise the loop's own artifacts go to ``out/runs/sXX_rK/``. ``learner_modules`` are
+    imported first: modules that register learners (:func:`causalflow.oci.register_learner`)
+    which the worker processes of :func:`evaluate` would not know otherwise.
     Returns the record: per plan estimand the scored iteration's estimate, interval,
     verdict and population, every iteration's table, the baseline, the truths, CPU seconds.
     """
@@ -245,6 +250,8 @@ def evaluate_dataset(data: str | os.PathLike | None, setting: int, replication: 
     from .loop import run
     from .plan import Plan
 
+    for module in learner_modules:
+        importlib.import_module(module)
     out = Path(out)
     path = _result_path(out, setting, replication)
     if path.exists() and not overwrite:
@@ -379,10 +386,8 @@ def _table(df: pd.DataFrame) -> tuple:
 
 
 def _plots(res: pd.DataFrame, by_setting: pd.DataFrame) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "oci").use("Agg")
+    plt = require("matplotlib.pyplot", "oci")
 
     images = {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
@@ -547,14 +552,18 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
              propensity_learner: str = DEFAULT_LEARNER, outcome_learner: str = DEFAULT_LEARNER,
              n_folds: int = 5, seed: int = 0, final_stage: str = DEFAULT_FINAL_STAGE,
              n_repeats: int = DEFAULT_REPEATS, artifact_level: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, learner_modules: Sequence[str] = ()) -> dict:
     """Evaluate the loop on every data set (joblib, ``n_jobs`` processes, tqdm bar), then
     :func:`summarise`. Data sets whose result file exists are skipped (resumable); a kept
     result made with other options (learners, folds, seed, final stage, splits, iteration cap)
-    raises a :class:`ValidationError` before any work."""
+    raises a :class:`ValidationError` before any work. ``learner_modules``: see
+    :func:`evaluate_dataset` (for example ``["benchmarks.acic.research_learners"]``)."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
+    learner_modules = tuple(learner_modules)
+    for module in learner_modules:  # here too, to fail before any work when one cannot be imported
+        importlib.import_module(module)
     root = resolve_data_dir(data)
     out = Path(out)
     keys = [(s, k) for s, k in list_datasets(root)
@@ -570,7 +579,7 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
                                       propensity_learner=propensity_learner,
                                       outcome_learner=outcome_learner, n_folds=n_folds, seed=seed,
                                       final_stage=final_stage, n_repeats=n_repeats,
-                                      artifact_level=artifact_level)
+                                      artifact_level=artifact_level, learner_modules=learner_modules)
             for s, k in todo)
     bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="ACIC data sets", unit="set",
                disable=not progress, file=sys.stderr)
@@ -594,6 +603,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", type=int, nargs="*", default=None)
     p.add_argument("--replications", type=int, nargs="*", default=None)
     p.add_argument("--learner", default=DEFAULT_LEARNER, help="propensity and outcome learner name")
+    p.add_argument("--learner-module", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (in every worker) to register more learners; repeatable")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--final-stage", choices=["aipw", "aipw_sample", "tmle", "weighted_linear"],
@@ -609,7 +620,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                        outcome_learner=a.learner, n_folds=a.folds, seed=a.seed,
                        final_stage=a.final_stage, n_repeats=a.repeats,
                        artifact_level=None if a.artifacts == "none" else a.artifacts,
-                       progress=not a.no_progress)
+                       progress=not a.no_progress, learner_modules=a.learner_module)
     print(pd.DataFrame(summary["overall"]).round(4).to_string(index=False))
     print(f"report: {os.path.join(a.out, 'report.md')}")
     return 0

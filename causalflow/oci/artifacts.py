@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .loop import Iteration, OCIRun
+from .._optional import require
 from .plan import AnalysisData
+from .records import Iteration, OCIRun
 
 __all__ = ["ArtifactWriter", "atomic_write", "json_ready", "read_run"]
 
@@ -107,8 +108,7 @@ def read_run(folder: str | os.PathLike) -> dict:
 
 # ---------------------------------------------------------------------------- plots
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
+    plt = require("matplotlib.pyplot", "oci")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -116,12 +116,10 @@ def _png(fig) -> bytes:
 
 
 def _figure(width=6.0, height=3.6, ncols=1):
-    import matplotlib
-
+    matplotlib = require("matplotlib", "oci")
     if matplotlib.get_backend().lower() != "agg":
         matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = require("matplotlib.pyplot", "oci")
     return plt.subplots(1, ncols, figsize=(width, height))
 
 
@@ -346,10 +344,9 @@ print("REPRODUCED results.json")'''
 
 
 def build_notebook(it: Iteration):
-    import nbformat
-
     import causalflow
 
+    nbformat = require("nbformat", "oci")
     repo = str(Path(causalflow.__file__).resolve().parent.parent)
     nb = nbformat.v4.new_notebook()
     nb.cells = [
@@ -363,15 +360,19 @@ def build_notebook(it: Iteration):
 
 
 def execute_notebook(nb, folder: Path, timeout: int = 600):
-    from nbclient import NotebookClient
-
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(folder)}})
+    nbclient = require("nbclient", "oci")
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(folder)}})
     client.execute()
     return nb
 
 
 # ---------------------------------------------------------------------------- writer
+#: what each artifact level imports (plots; the notebook, its kernel and data.parquet)
+_LEVEL_NEEDS = {"minimal": (), "standard": ("matplotlib",),
+                "full": ("matplotlib", "nbformat", "nbclient", "ipykernel", "pyarrow")}
+
+
 class ArtifactWriter:
     """Writes each iteration's files and the ``run.json`` index under ``root``.
 
@@ -384,6 +385,8 @@ class ArtifactWriter:
     """
 
     def __init__(self, root, level: str, analysis: AnalysisData):
+        for module in _LEVEL_NEEDS[level]:  # fail before the first iteration, not after it
+            require(module, "oci")
         self.root = Path(root)
         self.level = level
         self.analysis = analysis
@@ -421,10 +424,8 @@ class ArtifactWriter:
         if self.level in ("standard", "full"):
             put("report.html", render_html(blocks, images))
         if self.level == "full":
-            import nbformat
-
             nb = execute_notebook(build_notebook(it), folder)
-            put("notebook.ipynb", nbformat.writes(nb))
+            put("notebook.ipynb", require("nbformat", "oci").writes(nb))
         return replace(it, files=files)
 
     def write_index(self, run: OCIRun) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._optional import MissingDependency
 from ..errors import ValidationError
 
 __all__ = ["main"]
@@ -93,6 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     function = COMMANDS[argv[0]][0]
     try:
         return int(function(argv[1:]) or 0)
-    except ValidationError as exc:
+    except (ValidationError, MissingDependency) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -155,12 +155,12 @@ class RuleCritic:
         flexible = get_learner(spec.propensity_learner).flexible and get_learner(spec.outcome_learner).flexible
         for diag in result.diagnostics:
             checks = {c.name: c for c in diag.checks if c.name != "placebo"}
-            bad = lambda name: name in checks and checks[name].status in ("warn", "fail")  # noqa: E731
+            flagged = {name for name, c in checks.items() if c.status in ("warn", "fail")}
             placebo_flags = [c for c in diag.checks if c.name == "placebo" and c.status in ("warn", "fail")]
             support = ("overlap", "extreme_weights", "extrapolation")
-            poor_overlap = diag.estimand != "ATO" and any(bad(n) for n in support)
+            poor_overlap = diag.estimand != "ATO" and any(n in flagged for n in support)
             if poor_overlap:
-                why = "; ".join(_reason(checks[n]) for n in support if bad(n))
+                why = "; ".join(_reason(checks[n]) for n in support if n in flagged)
                 if "ATO" not in spec.estimands:
                     propose("add_estimand", {"add_estimands": ["ATO"]},
                             f"{diag.estimand} is poorly supported ({why}); the overlap-weighted effect "
@@ -198,7 +198,7 @@ class RuleCritic:
                         "A placebo outcome shows an effect that no measured confounder explains: "
                         "an unmeasured confounder is likely; the data cannot support a causal claim."]},
                         why, diag.estimand)
-            if bad("sample_size"):
+            if "sample_size" in flagged:
                 propose("data_insufficiency", {"notes": [
                     f"Too few treated or control units for {diag.estimand}."]},
                     _reason(checks["sample_size"]), diag.estimand)

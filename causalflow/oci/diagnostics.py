@@ -424,8 +424,8 @@ def evaluate_checks(estimand: str, balance, overlap: OverlapSummary, placebo, se
         checks.append(Check("overlap", overlap.share_outside, None, None, "pass",
                             f"trimmed to alpha = {overlap.alpha:.4g} <= e <= {1 - overlap.alpha:.4g}"))
     else:
-        detail = ("share of treated units with e >= %g" % overlap.bounds[1] if estimand == "ATT"
-                  else "share of units with e outside (%g, %g)" % tuple(overlap.bounds))
+        detail = (f"share of treated units with e >= {overlap.bounds[1]:g}" if estimand == "ATT"
+                  else f"share of units with e outside ({overlap.bounds[0]:g}, {overlap.bounds[1]:g})")
         value = overlap.share_outside
         status: Status = "fail" if value > th.overlap_fail else "warn" if value > th.overlap_warn else "pass"
         checks.append(Check("overlap", value, th.overlap_warn, th.overlap_fail, status, detail))

@@ -37,6 +37,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from .._optional import require
+
 __all__ = [
     "EstimateKernel",
     "aggregate",
@@ -328,10 +330,9 @@ def make_folds(t, n_folds: int, seed: int) -> np.ndarray:
     >>> sorted(np.bincount(folds).tolist())
     [2, 2, 2]
     """
-    from sklearn.model_selection import StratifiedKFold
-
     folds = np.empty(len(t), dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    model_selection = require("sklearn.model_selection", "oci")
+    splitter = model_selection.StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, test) in enumerate(splitter.split(np.zeros(len(t)), t)):
         folds[test] = k
     return folds
@@ -383,7 +384,7 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     not find from the covariates alone.
 
     ``posterior_factory`` (optional) makes a Bayesian regressor whose prediction is a
-    posterior mean (BART, :mod:`causalflow.oci.bart_learners`). It is fitted once per arm
+    posterior mean (BART, ``benchmarks/acic/bart_learners.py``). It is fitted once per arm
     on all of the arm's rows (no cross-fitting: the prior, not sample splitting, keeps it
     from fitting the noise) and the outcome prediction becomes the equal-weight average
     ``m_t(x) = (m_t^cf(x) + m_t^post(x)) / 2`` of the cross-fitted model and the posterior

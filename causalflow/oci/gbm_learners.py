@@ -1,7 +1,7 @@
 """Gradient-boosted learners for the OCI runner, and a fit cache shared by loop iterations.
 
-The registry entries ``gbm_linear_tree``, ``gbm_linear_tree_ps``, ``gbm_bart``,
-``gbm_bart_x`` and ``gbm_x`` are built from these (see :mod:`causalflow.oci.learners`):
+The registry entries ``gbm_linear_tree``, ``gbm_linear_tree_ps``, ``gbm_x`` and
+``gbm_x_select`` are built from these (see :mod:`causalflow.oci.learners`):
 
 - ``"gbm_linear_tree"``: propensity by LightGBM classification trees (200 trees, learning
   rate 0.08, 15 leaves, row and column subsampling 0.8); outcome by LightGBM trees with
@@ -19,6 +19,8 @@ and when only the trimming or the estimands change the nuisance fits are the sam
 rows, same outcome, same seed). The cache keys a fit by a digest of the estimator's class
 and parameters and the training arrays, so a hit returns the very model a refit would
 produce (LightGBM is run with ``deterministic=True`` and one thread) at no cost.
+
+LightGBM is imported when a model is fitted (the ``oci`` extra).
 
 Examples
 --------
@@ -39,18 +41,16 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = [
     "FIT_CACHE",
     "Boosting",
     "CachedFit",
     "FitCache",
-    "TunedBoosting",
     "gbm_classifier",
     "gbm_linear_tree_regressor",
     "gbm_tree_regressor",
-    "tuned_gbm_classifier",
-    "tuned_gbm_linear_tree_regressor",
-    "tuned_gbm_tree_regressor",
 ]
 
 
@@ -237,8 +237,7 @@ class Boosting:
                     deterministic=True, force_row_wise=True, verbose=-1, seed=self.seed)
 
     def _train(self, X, y, n_rounds: int):
-        import lightgbm as lgb
-
+        lgb = require("lightgbm", "oci")
         self.booster_ = lgb.train(self._params(), lgb.Dataset(X, y), num_boost_round=n_rounds,
                                   keep_training_booster=True)
         if self.kind == "classifier":
@@ -273,81 +272,3 @@ def gbm_tree_regressor(seed: int, cache: FitCache | None = None) -> CachedFit:
     outermost leaves (flat), where linear leaves would extend a slope without bound.
     """
     return CachedFit(Boosting("regressor", 300, seed=seed), cache)
-
-
-class TunedBoosting(Boosting):
-    """LightGBM whose number of boosting rounds is chosen by inner cross-validation.
-
-    ``fit(X, y)`` runs ``n_folds``-fold cross-validation of the booster on the training rows
-    (:func:`lightgbm.cv`, stratified for a classifier), stops when the mean validation loss
-    (log-loss / squared error) has not improved for ``patience`` rounds, and refits on all
-    the training rows with the best number of rounds (at most ``max_rounds``). The other
-    parameters are those of :class:`Boosting`. Early stopping on held-out loss is the
-    standard regulariser of boosting (Zhang and Yu 2005, "Boosting with early stopping:
-    convergence and consistency", Ann. Statist. 33(4)); on the ACIC 2016 data the fixed
-    200-round propensity model is well past its best round (benchmarks/acic/NOTES.md,
-    round 10), which inflates the inverse-propensity weights.
-
-    Parameters
-    ----------
-    kind : "classifier" or "regressor"
-    linear_tree : bool
-        Linear models in the leaves (regressor only).
-    seed : int
-    n_folds, max_rounds, patience : int
-
-    Attributes
-    ----------
-    n_rounds_ : int
-        The chosen number of rounds.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(400, 3)); t = (rng.random(400) < 1 / (1 + np.exp(-X[:, 0]))).astype(int)
-    >>> m = TunedBoosting("classifier", seed=0).fit(X, t)
-    >>> m.n_rounds_ < 200, m.predict_proba(X[:2]).shape
-    (True, (2, 2))
-    """
-
-    def __init__(self, kind: str, *, linear_tree: bool = False, seed: int = 0, n_folds: int = 3,
-                 max_rounds: int = 1000, patience: int = 30) -> None:
-        super().__init__(kind, max_rounds, linear_tree=linear_tree, seed=seed)
-        self.n_folds = n_folds
-        self.patience = patience
-
-    @property
-    def max_rounds(self) -> int:
-        """The cap of the search: :class:`Boosting`'s ``n_rounds``."""
-        return self.n_rounds
-
-    def get_params(self, deep: bool = False) -> dict:
-        return {k: getattr(self, k) for k in ("kind", "linear_tree", "seed", "n_folds", "max_rounds",
-                                              "patience")}
-
-    def fit(self, X, y):
-        import lightgbm as lgb
-
-        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-        history = lgb.cv(self._params(), lgb.Dataset(X, y, free_raw_data=False),
-                         num_boost_round=self.max_rounds, nfold=self.n_folds,
-                         stratified=self.kind == "classifier", seed=self.seed,
-                         callbacks=[lgb.early_stopping(self.patience, verbose=False)])
-        self.n_rounds_ = len(next(iter(history.values())))  # truncated at the best round
-        return self._train(X, y, self.n_rounds_)
-
-
-def tuned_gbm_classifier(seed: int, cache: FitCache | None = None) -> CachedFit:
-    """The propensity model of :func:`gbm_classifier` with the rounds chosen by inner CV, cached."""
-    return CachedFit(TunedBoosting("classifier", seed=seed), cache)
-
-
-def tuned_gbm_linear_tree_regressor(seed: int, cache: FitCache | None = None) -> CachedFit:
-    """:func:`gbm_linear_tree_regressor` with the rounds chosen by inner CV, cached."""
-    return CachedFit(TunedBoosting("regressor", linear_tree=True, seed=seed), cache)
-
-
-def tuned_gbm_tree_regressor(seed: int, cache: FitCache | None = None) -> CachedFit:
-    """:func:`gbm_tree_regressor` with the rounds chosen by inner CV, cached."""
-    return CachedFit(TunedBoosting("regressor", seed=seed), cache)

@@ -16,20 +16,17 @@ Built in:
   fit cache shared by loop iterations (:mod:`causalflow.oci.gbm_learners`).
 - ``"gbm_linear_tree_ps"``: the same, the outcome models also given the logit of the
   out-of-fold propensity as a feature (``outcome_features="covariates+propensity"``).
-- ``"gbm_bart"``: the ``gbm_linear_tree`` models, each outcome prediction averaged with the
-  posterior mean of a BART fitted once per arm (:mod:`causalflow.oci.bart_learners`);
-  round 4 of the ACIC 2016 research.
-- ``"gbm_bart_x"``: ``"gbm_bart"`` with the X-learner recombination of the two arms'
-  predictions, the effect models being linear-leaf LightGBM (``cross_fit(effect_factory=)``).
 - ``"gbm_x"``: ``"gbm_linear_tree"`` recombined as an X-learner whose effect models are
-  constant-leaf LightGBM (flat, not linear, outside the data); the learner of the
-  ACIC 2016 evaluation.
-- ``"gbm_x_tuned"``: ``"gbm_x"`` with every model's number of boosting rounds chosen by
-  inner cross-validation (:class:`causalflow.oci.gbm_learners.TunedBoosting`);
-  ``"gbm_x_tuned_ps"`` tunes only the propensity model.
+  constant-leaf LightGBM (flat, not linear, outside the data).
 - ``"gbm_x_select"``: ``"gbm_x"`` whose effect model per arm is chosen between the
   constant-leaf LightGBM and a ridge regression by out-of-fold error (the discrete super
-  learner, :func:`causalflow.oci.estimators.select_out_of_fold`).
+  learner, :func:`causalflow.oci.estimators.select_out_of_fold`); the learner of the
+  ACIC 2016 evaluation (``causalflow oci eval-acic``).
+
+The factories import scikit-learn and LightGBM when called (the ``oci`` extra:
+``pip install "causalflow[oci]"``). Research learners of the ACIC 2016 study (BART
+averages, tuned boosting rounds) live in ``benchmarks/acic/research_learners.py`` and
+register themselves when that module is imported.
 
 Examples
 --------
@@ -45,6 +42,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+from .._optional import require
 from ..errors import ValidationError
 
 __all__ = ["FLEXIBLE_LEARNERS", "Learner", "get_learner", "learner_names", "register_learner"]
@@ -101,37 +101,30 @@ class Learner:
         return () if e is None else (e,) if callable(e) else tuple(e)
 
 
-def _linear_classifier(seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _sklearn(module: str):
+    return require(f"sklearn.{module}", "oci")
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+
+def _standardized(model):
+    return _sklearn("pipeline").make_pipeline(_sklearn("preprocessing").StandardScaler(), model)
+
+
+def _linear_classifier(seed: int):
+    return _standardized(_sklearn("linear_model").LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
 
 
 def _linear_regressor(seed: int):
-    from sklearn.linear_model import LinearRegression
-
-    return LinearRegression()
+    return _sklearn("linear_model").LinearRegression()
 
 
 def _ridge_classifier(seed: int):
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=3, max_iter=2000,
-                                                                scoring="neg_log_loss",
-                                                                random_state=seed))
+    return _standardized(_sklearn("linear_model").LogisticRegressionCV(Cs=10, cv=3, max_iter=2000,
+                                                                       scoring="neg_log_loss",
+                                                                       random_state=seed))
 
 
 def _ridge_regressor(seed: int):
-    import numpy as np
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 10)))
+    return _standardized(_sklearn("linear_model").RidgeCV(alphas=np.logspace(-3, 3, 10)))
 
 
 _LGBM_OPTIONS = dict(n_estimators=100, learning_rate=0.1, num_leaves=15, min_child_samples=20,
@@ -140,29 +133,21 @@ _LGBM_OPTIONS = dict(n_estimators=100, learning_rate=0.1, num_leaves=15, min_chi
 
 
 def _lgbm_classifier(seed: int):
-    from lightgbm import LGBMClassifier
-
-    return LGBMClassifier(random_state=seed, **_LGBM_OPTIONS)
+    return require("lightgbm", "oci").LGBMClassifier(random_state=seed, **_LGBM_OPTIONS)
 
 
 def _lgbm_regressor(seed: int):
-    from lightgbm import LGBMRegressor
-
-    return LGBMRegressor(random_state=seed, **_LGBM_OPTIONS)
+    return require("lightgbm", "oci").LGBMRegressor(random_state=seed, **_LGBM_OPTIONS)
 
 
 def _hgb_classifier(seed: int):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, early_stopping=False,
-                                          random_state=seed)
+    return _sklearn("ensemble").HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05,
+                                                              early_stopping=False, random_state=seed)
 
 
 def _hgb_regressor(seed: int):
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, early_stopping=False,
-                                         random_state=seed)
+    return _sklearn("ensemble").HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05,
+                                                             early_stopping=False, random_state=seed)
 
 
 _REGISTRY: dict[str, Learner] = {}
@@ -238,29 +223,9 @@ def _register_gbm_linear_tree() -> None:
     # the same models, the outcome models also given the out-of-fold propensity logit
     register_learner("gbm_linear_tree_ps", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
                      outcome_features="covariates+propensity")
-    # the gbm_linear_tree models averaged with BART's posterior mean (chosen on ACIC 2016, round 4)
-    from .bart_learners import bart_regressor
-
-    register_learner("gbm_bart", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
-                     posterior_regressor=bart_regressor)
-    # ... and recombined as an X-learner (chosen on ACIC 2016, round 5)
-    register_learner("gbm_bart_x", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
-                     posterior_regressor=bart_regressor, effect_regressor=gbm_linear_tree_regressor)
     # the gbm_linear_tree models recombined as an X-learner with flat-extrapolating effect
     # models (chosen on ACIC 2016, round 6)
     register_learner("gbm_x", gbm_classifier, gbm_linear_tree_regressor, flexible=True,
-                     effect_regressor=gbm_tree_regressor)
-    # gbm_x with every model's number of rounds chosen by inner cross-validation (round 10)
-    from .gbm_learners import (
-        tuned_gbm_classifier,
-        tuned_gbm_linear_tree_regressor,
-        tuned_gbm_tree_regressor,
-    )
-
-    register_learner("gbm_x_tuned", tuned_gbm_classifier, tuned_gbm_linear_tree_regressor, flexible=True,
-                     effect_regressor=tuned_gbm_tree_regressor)
-    # only the propensity model tuned (round 10)
-    register_learner("gbm_x_tuned_ps", tuned_gbm_classifier, gbm_linear_tree_regressor, flexible=True,
                      effect_regressor=gbm_tree_regressor)
     # gbm_x with each arm's effect model chosen between trees and ridge by out-of-fold error (round 15)
     register_learner("gbm_x_select", gbm_classifier, gbm_linear_tree_regressor, flexible=True,

@@ -185,25 +185,27 @@ class LLMCritic:
             return Critique(critique.verdicts, critique.proposals, "rules", f"LLM answer rejected: {exc}")
 
 
-def _require(module: str, extra: str):
+def _require(module: str):
+    # a ValidationError, not the ImportError of causalflow._optional.require: the LLM Actor and
+    # Critic fall back to the rules on a client's ValidationError (on_invalid="fallback")
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
         raise ValidationError(f"client: the {module!r} package is not installed; "
-                              f"pip install {extra}") from None
+                              'pip install "causalflow[llm]"') from None
 
 
 @dataclass(frozen=True, slots=True)
 class AnthropicClient:
-    """Anthropic Messages API client (``pip install anthropic``; key in ``ANTHROPIC_API_KEY``)."""
+    """Anthropic Messages API client (``pip install "causalflow[llm]"``; key in ``ANTHROPIC_API_KEY``)."""
 
     model: str = "claude-sonnet-4-5"
     max_tokens: int = 4096
 
     def complete(self, system: str, user: str) -> str:
-        anthropic = _require("anthropic", "anthropic")
+        anthropic = _require("anthropic")
         if not os.environ.get("ANTHROPIC_API_KEY"):
             raise ValidationError("client: set ANTHROPIC_API_KEY")
         reply = anthropic.Anthropic().messages.create(
@@ -214,12 +216,12 @@ class AnthropicClient:
 
 @dataclass(frozen=True, slots=True)
 class OpenAIClient:
-    """OpenAI Chat Completions client (``pip install openai``; key in ``OPENAI_API_KEY``)."""
+    """OpenAI Chat Completions client (``pip install "causalflow[llm]"``; key in ``OPENAI_API_KEY``)."""
 
     model: str = "gpt-4o"
 
     def complete(self, system: str, user: str) -> str:
-        openai = _require("openai", "openai")
+        openai = _require("openai")
         if not os.environ.get("OPENAI_API_KEY"):
             raise ValidationError("client: set OPENAI_API_KEY")
         reply = openai.OpenAI().chat.completions.create(

@@ -118,7 +118,9 @@ class Spec:
         ...                 "code": "import os"})
         Traceback (most recent call last):
         ...
-        causalflow.errors.ValidationError: Spec.code: unknown field; known fields: ['estimands', 'covariates', 'priorities', 'propensity_learner', 'outcome_learner', 'n_folds', 'trimming', 'final_stage', 'propensity_clip', 'placebo_outcomes', 'seed', 'notes', 'n_repeats']
+        causalflow.errors.ValidationError: Spec.code: unknown field; known fields: ['estimands',
+        'covariates', 'priorities', 'propensity_learner', 'outcome_learner', 'n_folds', 'trimming',
+        'final_stage', 'propensity_clip', 'placebo_outcomes', 'seed', 'notes', 'n_repeats']
         """
         check_fields(mapping, "Spec", _SPEC_KEYS, ("estimands", "covariates"))
         kwargs = dict(mapping)

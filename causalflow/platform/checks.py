@@ -153,7 +153,9 @@ def simulate_aa(data, n: int = 200, seed: int | None = 0, *, y=None,
     if hasattr(data, "metrics") and hasattr(data, "covariates") and hasattr(data, "data"):
         if y is not None or exogenous_covariates is not None:
             raise ValidationError("y / exogenous_covariates: already given by the MetricSpec")
-        y, exogenous_covariates, data = list(data.metrics), (data.covariates.formula or list(data.covariates.sources)), data.data
+        spec = data
+        y, data = list(spec.metrics), spec.data
+        exogenous_covariates = spec.covariates.formula or list(spec.covariates.sources)
     if not isinstance(data, ExperimentData):
         raise ValidationError("data: expected an ExperimentData (or data.add_metric(...))")
     if y is None:
@@ -180,7 +182,7 @@ def simulate_aa(data, n: int = 200, seed: int | None = 0, *, y=None,
             new = rng.permutation(codes)
         else:
             new = rng.permutation(arm_of_cluster)[clusters]
-        labels = pd.array(arms[new].tolist(), dtype=dtype) if dtype != object else arms[new]
+        labels = arms[new] if pd.api.types.is_object_dtype(dtype) else pd.array(arms[new].tolist(), dtype=dtype)
         table = df.assign(**{column: labels})
         sim = ExperimentData(table, intent_to_treat=column, cluster_by=data.cluster_by,
                              propensity=data.propensity, control=data.control)

@@ -1,4 +1,8 @@
-"""BART (stochtree) as a posterior-mean outcome learner, averaged with the cross-fitted model.
+"""A posterior-mean outcome learner (BART in the ACIC research) averaged with the cross-fitted
+model; the X-learner recombination, its extrapolation check and the bracket.
+
+The BART regressor itself (stochtree) is research code: its tests are in
+``benchmarks/acic/test_bart_learners.py``.
 
 References are computed here independently of the code under test: a least-squares fit
 per fold and arm with numpy for the cross-fitted part, a least-squares fit on all of an
@@ -12,9 +16,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from causalflow.errors import ValidationError
 from causalflow.oci import Plan, Spec, prepare_data, run_spec
-from causalflow.oci.bart_learners import BartRegressor, bart_regressor
 from causalflow.oci.estimators import cross_fit, make_folds
-from causalflow.oci.learners import get_learner, register_learner
+from causalflow.oci.learners import register_learner
 
 
 def _data(n=400, seed=0):
@@ -54,35 +57,8 @@ def test_posterior_member_is_fitted_on_all_arm_rows_and_averaged():
         np.testing.assert_allclose(m_blend, (ref_cf + full) / 2, rtol=1e-8, atol=1e-10)
 
 
-def test_bart_regressor_is_reproducible_and_fits_a_nonlinear_surface():
-    X, t, y, mu0 = _data(n=600)
-    c = t == 0
-    a = BartRegressor(n_trees=100, n_burnin=40, n_draws=40, seed=3).fit(X[c], y[c]).predict(X)
-    b = BartRegressor(n_trees=100, n_burnin=40, n_draws=40, seed=3).fit(X[c], y[c]).predict(X)
-    np.testing.assert_array_equal(a, b)                  # one thread, fixed seed: the same draws
-    other = BartRegressor(n_trees=100, n_burnin=40, n_draws=40, seed=4).fit(X[c], y[c]).predict(X)
-    assert not np.array_equal(a, other)
-    # it learns the sine: mean squared error to the true mu0 well below the linear fit's
-    # (noise sd 0.5; a linear fit cannot follow sin(2 x); threshold half of the linear error)
-    lin = _lstsq(X[c], y[c], X)
-    assert np.mean((a - mu0) ** 2) < 0.5 * np.mean((lin - mu0) ** 2)
-
-
-def test_bart_regressor_refuses_bad_shapes():
-    with pytest.raises(ValueError, match="BartRegressor.fit"):
-        BartRegressor().fit(np.zeros((3, 2)), np.zeros(4))
-
-
-def test_cached_bart_fit_is_served_again():
-    X, t, y, _ = _data(n=200)
-    first = bart_regressor(0).fit(X, y)
-    second = bart_regressor(0).fit(X, y)
-    assert first.estimator_ is second.estimator_
-
-
 def test_registry_and_runner_route_the_posterior_member():
-    entry = get_learner("gbm_bart")
-    assert entry.posterior_regressor is not None and entry.flexible
+    # (the research learner "gbm_bart" is checked in benchmarks/acic/test_bart_learners.py)
     with pytest.raises(ValidationError, match="posterior_regressor"):
         register_learner("bad_post", lambda s: None, lambda s: None, posterior_regressor=3, replace=True)
     # a learner whose posterior member is least squares: the runner's ATE equals the AIPW

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["plan", "spec", "learners", "estimators", "diagnostics", "runner", "critic", "actor", "llm",
-           "loop", "artifacts", "followups", "final_stage", "gbm_learners", "bart_learners", "targeting"]
+           "loop", "artifacts", "followups", "final_stage", "gbm_learners", "targeting"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -133,6 +133,8 @@ def test_real_clients_are_optional(monkeypatch):
     for client in (AnthropicClient(), OpenAIClient()):
         with pytest.raises(ValidationError, match="is not installed"):
             client.complete("s", "u")
+        with pytest.raises(ValidationError, match=r'pip install "causalflow\[llm\]"'):
+            client.complete("s", "u")
 
 
 def test_parse_json_object_limits():

@@ -1,13 +1,19 @@
-"""TunedBoosting: the number of rounds is the early-stopping point of the full inner
-cross-validation curve, and the fit is the plain LightGBM fit with that many rounds."""
+"""TunedBoosting (research, ``benchmarks/acic/tuned_boosting.py``; it needs only LightGBM, so
+its tests stay here): the number of rounds is the early-stopping point of the full inner
+cross-validation curve, and the fit is the plain LightGBM fit with that many rounds. And
+the package's :class:`Boosting` against LightGBM's scikit-learn wrapper."""
 
 from __future__ import annotations
+
+import doctest
 
 import lightgbm as lgb
 import numpy as np
 import pytest
 
-from causalflow.oci.gbm_learners import FitCache, TunedBoosting, tuned_gbm_classifier
+from benchmarks.acic import tuned_boosting
+from benchmarks.acic.tuned_boosting import TunedBoosting, tuned_gbm_classifier
+from causalflow.oci.gbm_learners import FitCache
 
 
 def _stopping_round(curve, patience):
@@ -77,3 +83,17 @@ def test_boosting_matches_the_scikit_learn_wrapper_bit_for_bit(kind, linear_tree
         ref = LGBMRegressor(linear_tree=linear_tree, **common).fit(X, y).predict(X)
         got = Boosting("regressor", 60, linear_tree=linear_tree, seed=4).fit(X, y).predict(X)
     np.testing.assert_array_equal(got, ref)
+
+
+def test_tuned_boosting_docstring_examples():
+    failures, _ = doctest.testmod(tuned_boosting, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert failures == 0
+
+
+def test_research_learners_of_tuned_boosting_are_registered_on_import():
+    from benchmarks.acic import research_learners as research  # imports stochtree only when BART fits
+    from causalflow.oci.learners import get_learner
+
+    assert "gbm_x_tuned" in research.RESEARCH_LEARNERS
+    assert get_learner("gbm_x_tuned").classifier is tuned_gbm_classifier
+    assert get_learner("gbm_x_tuned_ps").classifier is tuned_gbm_classifier

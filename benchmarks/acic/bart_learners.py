@@ -1,4 +1,5 @@
-"""Bayesian additive regression trees (BART) as a posterior-mean outcome learner of the OCI runner.
+"""Bayesian additive regression trees (BART) as a posterior-mean outcome learner of the OCI runner
+(ACIC 2016 research, rounds 4-5; needs ``stochtree``, the ``bench`` extra).
 
 BART (Chipman, George and McCulloch 2010, "BART: Bayesian additive regression trees",
 Ann. Appl. Stat. 4(1)) models ``E[Y | X] = sum_{j=1}^m g(X; T_j, M_j)``, a sum of ``m``
@@ -16,10 +17,10 @@ grow-from-root warm start: on the ACIC 2016 data the warm-started chains fitted 
 response surfaces visibly worse than plain MCMC at the same cost
 (``benchmarks/acic/NOTES.md``, round 4).
 
-How the runner uses it: a learner whose ``posterior_regressor`` is set (the registry's
-``"gbm_bart"``) fits this model once per arm on *all* of the arm's rows and averages its
-posterior mean with the cross-fitted outcome predictions
-(:func:`causalflow.oci.estimators.cross_fit`).
+How the runner uses it: a learner whose ``posterior_regressor`` is set (``"gbm_bart"``,
+registered by :mod:`benchmarks.acic.research_learners`) fits this model once per arm on
+*all* of the arm's rows and averages its posterior mean with the cross-fitted outcome
+predictions (:func:`causalflow.oci.estimators.cross_fit`).
 
 Examples
 --------
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gbm_learners import CachedFit, FitCache
+from causalflow.oci.gbm_learners import CachedFit, FitCache
 
 __all__ = ["BartRegressor", "bart_regressor"]
 
