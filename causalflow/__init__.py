@@ -9,18 +9,24 @@ One grammar::
                  .infer_effect(condition_on=["pre_sales > 10"]))
 """
 
-from . import oci
+from . import oci, tools
 from .data import Design, ExperimentData
 from .effects import Effects
 from .errors import DesignWarning, ValidationError
+from .models.bayes import BayesianLinearRegression, BayesianLinearRegressionResults, NormalPrior
 from .models.linear import LinearModel, LinearModelResults
+from .platform.bandit import simulate_bandit
 from .platform.checks import simulate_aa
 from .platform.monitor import Monitoring, monitor
 from .platform.planning import PowerAnalysis, mde, planning_inputs, power, sample_size
+from .policy import ContextVector, Policy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesianLinearRegression",
+    "BayesianLinearRegressionResults",
+    "ContextVector",
     "Design",
     "DesignWarning",
     "Effects",
@@ -28,6 +34,8 @@ __all__ = [
     "LinearModel",
     "LinearModelResults",
     "Monitoring",
+    "NormalPrior",
+    "Policy",
     "PowerAnalysis",
     "ValidationError",
     "__version__",
@@ -38,4 +46,6 @@ __all__ = [
     "power",
     "sample_size",
     "simulate_aa",
+    "simulate_bandit",
+    "tools",
 ]

@@ -129,6 +129,12 @@ class Design:
     compliance_rate : float or None
         First-stage difference P(treated | assigned) - P(treated | control) of a binary
         encouragement design (the share of compliers under monotonicity); None otherwise.
+    complier_share : dict arm -> float, or None
+        Per arm j of an encouragement design, the share of compliers
+        E_w[D_j | Z=j] - E_w[D_j | Z=0] (arm j's take-up when encouraged minus under control;
+        weighted with propensity weights), the population a LATE describes. Their covariate
+        means need the covariates, which the design does not know before ``add_metric``:
+        ``model.compliers()`` reports them (and the footer of effects with an ATE row).
     n_units, n_clusters : int (n_clusters None without clusters)
     allocation : dict arm -> observed share of units
     expected_allocation : dict arm -> planned share, when ``propensity`` was a number or a map
@@ -151,6 +157,7 @@ class Design:
     expected_allocation: dict | None = None
     sample_ratio: object = None  # linalg.srm.SampleRatioCheck when the planned allocation is known
     cov_type: str = "HC1"  # the default covariance of LinearModel for this design
+    complier_share: dict | None = None
 
     def __str__(self) -> str:
         kinds = [k for k in ("ab", "encouragement", "cluster", "adaptive") if getattr(self, k)]
@@ -162,6 +169,10 @@ class Design:
         ]
         if self.compliance_rate is not None:
             lines.append(f"  compliance rate (first stage): {self.compliance_rate:.3f}")
+        if self.complier_share is not None:
+            lines.append("  complier share (LATE population): " + ", ".join(
+                f"{a!r}: {s:.3f}" for a, s in self.complier_share.items())
+                + "; their covariate means: model.compliers() after add_metric(...).fit(...)")
         if self.expected_allocation is not None:
             lines.append("  expected allocation: " + ", ".join(
                 f"{a!r}: {s:.3f}" for a, s in self.expected_allocation.items()))
@@ -500,6 +511,17 @@ class ExperimentData:
             compliance = float(self.dose[encouraged].mean() - self.dose[~encouraged].mean())
         elif self.treated_codes is not None:
             compliance = float(np.mean(self.treated_codes == self.instrument_codes))
+        complier_share = None
+        if self.is_iv:
+            complier_share = {}
+            for j, arm in enumerate(self.arms[1:], start=1):
+                took = self.dose if self.dose is not None else (self.treated_codes == j).astype(float)
+                rates = []
+                for z in (j, 0):
+                    rows = self.instrument_codes == z
+                    rates.append(float(np.average(took[rows], weights=None if self.weights is None
+                                                  else self.weights[rows])))
+                complier_share[arm] = rates[0] - rates[1]
         return Design(ab=not (self.is_iv or self.cluster_by or self.weights is not None),
                       encouragement=self.is_iv, cluster=self.cluster_by is not None,
                       adaptive=self.weights is not None, arms=self.arms, control=self.control,
@@ -507,7 +529,7 @@ class ExperimentData:
                       n_clusters=self.n_clusters, allocation=allocation,
                       expected_allocation=self.expected_allocation,
                       sample_ratio=self.check_sample_ratio() if self.expected_allocation else None,
-                      cov_type=default_cov_type(self.n_clusters))
+                      cov_type=default_cov_type(self.n_clusters), complier_share=complier_share)
 
     def check_sample_ratio(self, expected: Mapping | Sequence | None = None, *,
                            threshold: float = SRM_THRESHOLD):

@@ -354,7 +354,7 @@ def _parse_formula(formula_class, text: str):
     from formulaic.formula import SimpleFormula
     try:
         parsed = formula_class(text)
-    except (FormulaicError, ValueError, TypeError) as exc:
+    except (FormulaicError, ValueError, TypeError, SyntaxError) as exc:
         raise ValidationError(f"exogenous_covariates: formula {text!r} does not parse: {_message(exc)}") from None
     if not isinstance(parsed, SimpleFormula):
         raise ValidationError(f"exogenous_covariates: formula {text!r} has several parts; give one "
@@ -628,6 +628,21 @@ class DesignSource:
         :meth:`matrix` and :meth:`split`)."""
         out, w = self.matrix(rows, mu, metrics, buffer)
         return (*self.split(out, len(metrics)), w)
+
+    def take_up(self, arm: int, rows) -> np.ndarray:
+        """Treatment received of arm ``arm`` (1..J) on the rows: the dose of a binary design,
+        else the indicator of receiving that arm (the assignment in an A/B test)."""
+        if self.dose is not None:
+            return self.dose[rows]
+        received = self.assign if self.treated is None else self.treated
+        return (received[rows] == arm).astype(float)
+
+    def untreated(self, rows) -> np.ndarray:
+        """1 - the treatment received (any arm) on the rows: 1 - dose, or 1 for control."""
+        if self.dose is not None:
+            return 1.0 - self.dose[rows]
+        received = self.assign if self.treated is None else self.treated
+        return (received[rows] == 0).astype(float)
 
     def row_blocks(self, rows: np.ndarray | None, size: int | None = None) -> Iterator:
         """Row selections of a pass: slices of the data, or chunks of an index array."""

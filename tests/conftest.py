@@ -16,8 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 import causalflow as cf
+
+# Every run draws the same hypothesis examples (seeded from each test's name, not the clock,
+# and no replay database), so a failure replays in any process or on any machine. To
+# explore new examples locally: pytest --hypothesis-profile=explore.
+settings.register_profile("reproducible", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("reproducible")
 
 
 @dataclass

@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
+from scipy import stats
 
 import causalflow as cf
 from causalflow.errors import ValidationError
@@ -53,6 +55,77 @@ def test_each_look_equals_the_core_fit_on_the_rows_seen(cluster):
                 same = a.metric.to_numpy()[:, None] == a.metric.to_numpy()[None, :]
                 assert not np.isnan(got[same]).any()
                 np.testing.assert_allclose(got[same], ref.cov[same], rtol=1e-8, atol=1e-10 * scale)
+
+
+def _peer_look(sub: pd.DataFrame, cluster):
+    """statsmodels' OLS of Lin's regression on the rows of one look, its design built here:
+    y on [1, arm dummies, centred covariates, arm x centred covariates]; HC1, or the
+    cluster-robust covariance with G/(G-1) (n-1)/(n-k) (statsmodels' use_correction=True:
+    CR1). Returns {arm: (estimate, SE)}, the anytime-valid sample size n (rows, or clusters
+    for CR) and nu = n - k, or G - 1 for CR: also the dof of the t-test."""
+    raw = pd.get_dummies(sub[["x", "dev"]], drop_first=True, dtype=float)
+    xc = (raw - raw.mean()).to_numpy()
+    arms = [1, 2]
+    dummies = np.column_stack([(sub.t == a).to_numpy(float) for a in arms])
+    X = np.column_stack([np.ones(len(sub)), dummies, xc] + [dummies[:, [j]] * xc for j in range(len(arms))])
+    model = sm.OLS(sub.y.to_numpy(), X)
+    if cluster is None:
+        res = model.fit(cov_type="HC1")
+        n, nu = len(sub), len(sub) - X.shape[1]
+    else:
+        res = model.fit(cov_type="cluster", cov_kwds={"groups": sub[cluster].to_numpy(), "use_correction": True})
+        n = sub[cluster].nunique()
+        nu = n - 1
+    return {a: (res.params[1 + j], res.bse[1 + j]) for j, a in enumerate(arms)}, n, nu
+
+
+def _av_written_out(estimate, se, n, nu, g, alpha=0.05):
+    """Anytime-valid p-value and confidence sequence of Lindon et al. (arXiv:2210.08589; avlm's
+    p_G_t and t_radius), written out: r = g / (g + n),
+    log BF = log(r) / 2 + (nu + 1) / 2 [log(1 + t^2 / nu) - log(1 + r t^2 / nu)], p = min(1, 1 / BF);
+    half-width se c, c^2 = nu (1 - P) / (P - r), P = (r alpha^2)^(1 / (nu + 1))."""
+    r = g / (g + n)
+    t2 = (estimate / se) ** 2
+    log_bf = 0.5 * np.log(r) + 0.5 * (nu + 1) * (np.log(1 + t2 / nu) - np.log(1 + r * t2 / nu))
+    big_p = (r * alpha ** 2) ** (1 / (nu + 1))
+    half = se * np.sqrt(nu * (1 - big_p) / (big_p - r)) if big_p > r else np.inf
+    return min(1.0, np.exp(-log_bf)), estimate - half, estimate + half
+
+
+@pytest.mark.parametrize("cluster", [None, "store"])
+def test_each_look_equals_statsmodels_and_the_written_out_anytime_formulas(cluster):
+    # An independent reference (the core shares the monitor's solver and small-sample
+    # factors): at every look, statsmodels on the rows seen so far gives the effects and their
+    # SEs (rtol 1e-8, as tests/test_vs_peers.py: two solvers in double precision); the
+    # fixed-n t-test and interval use the peer's dof (rows - k for HC1, G - 1 for CR1); the
+    # anytime-valid p-value and confidence sequence follow from the peer's numbers by the
+    # formulas written out above (rtol 1e-8), and the running columns are the running
+    # minimum and the running intersection of those.
+    df = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon = monitor(cf.ExperimentData(df, intent_to_treat="t", cluster_by=cluster), y="y",
+                      exogenous_covariates=["x", "dev"], arrival="ts", looks=[400, 1_300, 2_400])
+    frame = mon.to_frame()
+    order = np.argsort(df.ts.to_numpy(), kind="stable")
+    running = {}
+    for look, cut in enumerate(mon.n_rows):
+        peer, n, nu = _peer_look(df.iloc[order[:cut]], cluster)
+        for arm, (est, se) in peer.items():
+            row = frame[(frame.look == look) & (frame.arm == arm)]
+            assert len(row) == 1
+            row = row.iloc[0]
+            assert row.cov_type == ("CR1" if cluster else "HC1") and row.dof == nu
+            np.testing.assert_allclose([row.estimate, row.std_error], [est, se], rtol=1e-8)
+            q = stats.t.ppf(0.975, nu)
+            np.testing.assert_allclose([row.p_value, row.ci_lower, row.ci_upper],
+                                       [2 * stats.t.sf(abs(est / se), nu), est - q * se, est + q * se], rtol=1e-8)
+            av = _av_written_out(est, se, n, nu, mon.g)
+            np.testing.assert_allclose([row.av_p_value, row.av_ci_lower, row.av_ci_upper], av, rtol=1e-8)
+            p_run, lo_run, hi_run = running.get(arm, (1.0, -np.inf, np.inf))
+            running[arm] = (min(p_run, av[0]), max(lo_run, av[1]), min(hi_run, av[2]))
+            np.testing.assert_allclose([row.av_p_value_running, row.av_cs_lower, row.av_cs_upper],
+                                       running[arm], rtol=1e-8)
 
 
 def test_batches_equal_arrival_column_and_running_columns():

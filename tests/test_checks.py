@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from causalflow.platform.checks import sample_ratio_test
 from causalflow.errors import ValidationError
+from causalflow.platform.checks import sample_ratio_test
 
 
 @pytest.mark.parametrize("counts,shares", [

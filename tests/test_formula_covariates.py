@@ -319,3 +319,11 @@ def test_formula_reads_every_table_source_alike():
         assert names == results[0][0]
         np.testing.assert_allclose(estimates, results[0][1], rtol=1e-12)
         np.testing.assert_allclose(projected, results[0][2], rtol=1e-12)
+
+
+def test_a_formula_that_does_not_parse_is_a_validation_error():
+    """formulaic raises SyntaxError on some texts; the user sees a ValidationError naming the formula."""
+    df = pd.DataFrame({"t": [0, 1] * 20, "y": np.arange(40.0), "x": np.arange(40.0)})
+    data = cf.ExperimentData(df, intent_to_treat="t")
+    with pytest.raises(cf.ValidationError, match="does not parse"):
+        data.add_metric(y="y", exogenous_covariates="__import__('os').system('x')")

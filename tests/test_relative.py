@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from causalflow.errors import ValidationError
 from causalflow.effects.relative import relative_effect
+from causalflow.errors import ValidationError
 
 # (tau, mu, v_tt, v_mm, v_tm)
 CASES = [

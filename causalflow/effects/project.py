@@ -11,6 +11,9 @@ Both are delta-vector contrasts (DESIGN.md, "Effects are delta vectors"):
   table's covariate means, :math:`d = e_{D_j} + \sum_l (\bar x^{target}_l - \mu_l)
   e_{D_j \times X_l}` (Lin 2013 regression: the effect is linear in the covariates), which
   carries an effect measured in one market to another with a different covariate mix.
+  In an encouragement design an ITT stays an ITT, and a LATE becomes the effect of taking
+  the treatment at the target's means (labelled CATE): the target's compliers are not
+  observed, so this is the ATE's extrapolation (see ``infer_effect``).
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ def project(effects, weights):
                                       "cannot be inferred from it")
             wanted = [c for c in dict.fromkeys([*(c for c in effects.conditions if c is not None),
                                                 *weights]) if c != "all"]
-            effects = infer(condition_on=wanted, alpha=effects.alpha)   # bad text: ValidationError
+            asked = {"estimands": effects.estimands} if effects.estimands else {}
+            effects = infer(condition_on=wanted, alpha=effects.alpha, **asked)   # bad text: ValidationError
             if "all" in weights:
                 raise ValidationError("weights: 'all' (the average effect) cannot be mixed with conditions "
                                       "that this call did not infer; infer them together first")
@@ -121,4 +125,7 @@ def _project_to_table(effects, table):
     if len(frame) == 0:
         raise ValidationError("target: the table has no rows")
     means = _target_means(model.covariates, frame)
-    return model.effects_at_means(f"target table ({len(frame)} rows)", means, effects.alpha)
+    asked = {}
+    if effects.estimands:  # a LATE has no value at a target's means (its compliers are unseen): the ATE
+        asked["estimands"] = tuple(dict.fromkeys("ATE" if e == "LATE" else e for e in effects.estimands))
+    return model.effects_at_means(f"target table ({len(frame)} rows)", means, effects.alpha, **asked)

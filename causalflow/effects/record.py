@@ -20,6 +20,7 @@ from scipy import stats
 from ..linalg.anytime import contrast_anytime_valid
 from ..validate import check_choice
 from .adjust import Adjustment, adjustment
+from .mediation import GraphEffect
 from .project import project
 from .relative import relative_effects
 from .render import Rendered, plain
@@ -33,7 +34,7 @@ ESTIMAND_NOTES = {
     "ATE": "ATE: average effect of the arm vs control over the experiment's units",
     "CATE": "CATE: average effect of the arm vs control among the units of the condition",
     "ITT": "ITT: effect of being assigned (encouraged), whether or not the treatment was taken",
-    "LATE": "LATE: effect of taking the treatment among compliers (2SLS, Imbens and Angrist 1994)",
+    "LATE": "LATE: effect of taking the treatment among compliers (Imbens and Angrist 1994)",
 }
 
 
@@ -64,17 +65,20 @@ class ContrastModel(Protocol):
     """A fitted model that yields delta-vector contrasts and their joint covariance.
 
     ``LinearModelResults`` implements it; the effects functions (relative, project) use
-    nothing else of a model.
+    nothing else of a model: ``covariates`` (for a target table's means), ``infer_effect``
+    (conditions a projection needs), ``effects_at_means`` (effects at a target's covariate
+    means) and ``control_means`` (the adjusted control means of relative effects).
     """
 
     metrics: tuple
+    covariates: object
 
-    def infer_effect(self, condition_on=None, alpha: float = 0.05): ...
+    def infer_effect(self, condition_on=None, alpha: float = 0.05, estimands=None): ...
+
+    def effects_at_means(self, label: str, means: np.ndarray, alpha: float = 0.05, estimands=None): ...
 
     def control_means(self, effects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per effect: the adjusted control mean mu, Var(mu) and Cov(tau, mu)."""
-
-    def effects_at_table(self, table, alpha: float): ...
 
 
 @dataclass(frozen=True, repr=False)
@@ -96,6 +100,11 @@ class Effects(Rendered):
     conditions : tuple of the condition texts (None for the average effect).
     inference : Inference, the covariance type and reference distribution.
     adjustment : Adjustment or None, set by :meth:`adjust`.
+    notes : tuple of str, one line per estimand saying what it is (from the model: in an
+        encouragement design the ATE's assumption and diagnostic); default
+        :data:`ESTIMAND_NOTES`. Printed under the table and kept in ``to_dict()``.
+    estimands : tuple of str, the estimands the call asked for (``infer_effect(estimands=)``),
+        which a projection that needs new conditions asks for again; empty when unknown.
 
     Notes
     -----
@@ -128,14 +137,18 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
     conditions: tuple
     inference: Inference
     adjustment: Adjustment | None = None
+    notes: tuple = ()
+    estimands: tuple = ()
 
     _rows_key = "effects"
 
     @classmethod
-    def _from_fit(cls, records, cov, alpha, model, conditions, inference: Inference) -> Effects:
+    def _from_fit(cls, records, cov, alpha, model, conditions, inference: Inference, *, notes=(),
+                  estimands=()) -> Effects:
         cov = np.array(cov, dtype=float)
         cov.setflags(write=False)
-        return cls(tuple(records), cov, float(alpha), model, tuple(conditions), inference)
+        return cls(tuple(records), cov, float(alpha), model, tuple(conditions), inference,
+                   notes=tuple(notes), estimands=tuple(estimands))
 
     def _derive(self, records, cov, conditions) -> Effects:
         """A record of other contrasts of the same fit (a projection), without adjustment."""
@@ -224,6 +237,28 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
         return replace(self, adjustment=adjustment(self.estimate, self.std_error, self.cov,
                                                    self._p_values(), self.alpha, method, seed=seed))
 
+    def with_graph(self, graph, metric: str | None = None):
+        """A causal graph over the treatment ``T`` and metric columns, for mediation.
+
+        ``graph``: text such as ``"T -> searches; T -> views; searches -> views -> sales"``
+        (parsed by hand, never evaluated) or a networkx DiGraph; it must be acyclic and
+        hold ``T`` and the effects' metric (or ``metric=``). Returns a
+        :class:`~causalflow.effects.mediation.GraphEffect`, whose ``mediate_effect`` splits
+        the effect into its direct part and every indirect path (serial mediators too),
+        with standard errors from the joint covariance of all node equations. See
+        :mod:`causalflow.effects.mediation` for the model and its assumptions.
+
+        Examples
+        --------
+        >>> import causalflow as cf
+        >>> from causalflow.effects.mediation import simulate_chain
+        >>> effects = cf.ExperimentData(simulate_chain(2000, seed=0), intent_to_treat="t").add_metric(
+        ...     y="sales", exogenous_covariates=["x"]).fit(cf.LinearModel).infer_effect()
+        >>> effects.with_graph("T -> searches -> views -> sales").mediate_effect().to_frame().path.tolist()
+        ['direct', 'T -> views -> sales', 'T -> searches -> views -> sales', 'total_indirect', 'total']
+        """
+        return GraphEffect(self, graph, metric)
+
     # -- the one serialisation path -----------------------------------------------------
     def _reference(self):
         """The reference distribution of each effect's t-statistic (t with its dof, or normal)."""
@@ -279,6 +314,8 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
         out = {"alpha": self.alpha, "cov_type": self.inference.cov_type,
                "inference": self.inference.distribution,
                "covariance": [[plain(v) for v in row] for row in self.cov]}
+        if self.notes:
+            out["notes"] = list(self.notes)
         if self.adjustment is not None:
             out["adjustment"] = {"method": self.adjustment.method,
                                  "critical_value": self.adjustment.critical_value}
@@ -307,8 +344,8 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
                      "t quantiles, dof " + (f"{dofs[0]:.4g}" if len(dofs) == 1 else
                                             f"{min(dofs):.4g}-{max(dofs):.4g}") if dofs else "t quantiles")
         lines = [f"covariance {self.inference.cov_type}, {reference}"]
-        lines += [ESTIMAND_NOTES[e] for e in dict.fromkeys(r["estimand"] for r in self.records)
-                  if e in ESTIMAND_NOTES]
+        lines += list(self.notes) or [ESTIMAND_NOTES[e] for e in dict.fromkeys(r["estimand"] for r in self.records)
+                                      if e in ESTIMAND_NOTES]
         check = getattr(getattr(self.model, "design", None), "sample_ratio", None)
         warning = None if check is None else check.warning()
         return lines + ([warning] if warning else [])

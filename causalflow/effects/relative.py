@@ -251,7 +251,9 @@ def relative_effects(effects, *, method: IntervalMethod = "delta",
     protocol), and :func:`relative_effect` gives the ratio, its delta-method SE and the
     interval, with the same reference distribution (t with the effect's dof, or normal)
     as the effects. In an encouragement design the ITT is divided by the reduced form's
-    control mean and the LATE by the 2SLS intercept (the mean untreated outcome at zero dose).
+    control mean, the LATE by the compliers' untreated mean (a Wald ratio, Abadie 2003, whose
+    influence enters the joint covariance) and an ATE by the 2SLS level at the population's
+    covariate means (see ``LinearModelResults.control_means``).
 
     Examples
     --------

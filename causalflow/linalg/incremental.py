@@ -102,6 +102,30 @@ class RowMeatMoments:
         v = self.uyy - 2.0 * np.einsum("slk,lk->sk", self.uxy, coef) + self.uxx @ pair
         return _unvech(v, p, iu)
 
+    def tensors(self, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r"""Fourth-order sums for scores bilinear in (z, x), at coefficients ``coef`` (p x K):
+        ``P`` (K, p, p, p) :math:`\sum_i w_i^2 z_{ia} z_{ib} x_{ic} e_{ik}` and ``Q`` (p, p, p, p)
+        :math:`\sum_i w_i^2 z_{ia} z_{ib} x_{ic} x_{id}`. A score
+        :math:`w_i (z_i'a)(x_i'h)` (the influence of a complier mean on a LATE,
+        :mod:`causalflow.linalg.compliers`) has its products with the 2SLS scores and with
+        itself in these.
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(2)
+        >>> Z, X, Y = rng.normal(size=(30, 3)), rng.normal(size=(30, 3)), rng.normal(size=(30, 1))
+        >>> B, w = rng.normal(size=(3, 1)), rng.uniform(1, 2, 30)
+        >>> P, Q = RowMeatMoments.from_block(Z, X, Y, w).tensors(B)
+        >>> E = Y - X @ B
+        >>> bool(np.allclose(P[0], np.einsum("i,ia,ib,ic->abc", w * w * E[:, 0], Z, Z, X)))
+        True
+        """
+        p = self.p
+        iu = np.triu_indices(p)
+        Q = _unvech(_unvech(self.uxx, p, iu), p, iu)                    # [a, b, c, d]: z_a z_b x_c x_d
+        U = _unvech(self.uxy, p, iu)                                     # [c, k, a, b]: x_c y_k z_a z_b
+        P = np.transpose(U, (1, 2, 3, 0)) - np.einsum("abcd,dk->kabc", Q, coef)
+        return P, Q
+
 
 def _lin_structure(J: int, q: int):
     """Monomials of Z = [1, A, Xc, A x Xc] (A one-hot) and the index maps of z-products.

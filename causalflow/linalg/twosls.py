@@ -38,22 +38,26 @@ class Moments:
     zwx : (p, p) Z'WX, or None when X = Z (OLS)
     zwy : (p, K) Z'WY
     n : int, number of rows
+    ywy : (K, K) Y'WY, or None when not accumulated (the conjugate posterior's residual
+        sum of squares needs it: :mod:`causalflow.linalg.conjugate`)
     """
 
     zwz: np.ndarray
     zwx: np.ndarray | None
     zwy: np.ndarray
     n: int
+    ywy: np.ndarray | None = None
 
     def __add__(self, other: Moments) -> Moments:
         def add(a, b):
             return None if a is None else a + b
+        ywy = None if self.ywy is None or other.ywy is None else self.ywy + other.ywy
         return Moments(self.zwz + other.zwz, add(self.zwx, other.zwx), self.zwy + other.zwy,
-                       self.n + other.n)
+                       self.n + other.n, ywy)
 
     def reduced_form(self) -> Moments:
         """The moments of the OLS fit of Y on Z (the intent-to-treat regression)."""
-        return Moments(self.zwz, None, self.zwy, self.n)
+        return Moments(self.zwz, None, self.zwy, self.n, self.ywy)
 
 
 @dataclass(frozen=True, slots=True)

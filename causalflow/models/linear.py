@@ -10,7 +10,7 @@ complete rows only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
@@ -19,10 +19,12 @@ import pandas as pd
 
 from ..backends.memory import accumulate
 from ..design import arm_names
-from ..effects.record import Effects, Inference
+from ..effects.record import ESTIMAND_NOTES, Effects, Inference
+from ..effects.render import plain
 from ..errors import ValidationError
 from ..expr import parse_condition
 from ..linalg.anytime import check_av_options
+from ..linalg.compliers import WaldRatio, arm_sums, cluster_arm_sums, wald_theta
 from ..linalg.layout import CoefLayout
 from ..linalg.sandwich import (
     ClusterBlock,
@@ -31,7 +33,7 @@ from ..linalg.sandwich import (
     ScoreAccumulator,
     default_cov_type,
 )
-from ..linalg.small_sample import ClusterCrossProducts, cluster_cross_products, jackknife_coefs, cr2
+from ..linalg.small_sample import ClusterCrossProducts, cluster_cross_products, cr2, jackknife_coefs
 from ..linalg.threads import single_blas_thread
 from ..linalg.twosls import TwoSLSFit, solve_2sls
 from ..validate import check_alpha, check_choice
@@ -144,13 +146,124 @@ class _Group:
     fits: dict  # "itt" / "iv" -> TwoSLSFit
 
 
+#: the estimands ``infer_effect(estimands=...)`` knows (API.md section 3)
+ESTIMANDS = ("ITT", "LATE", "ATE")
+
+
 def estimand_label(kind: str, iv: bool, conditional: bool) -> str:
-    """ITT / LATE for an encouragement design's two fits, else ATE (CATE in a subgroup)."""
+    """The default estimands' labels: ITT / LATE for an encouragement design's two fits,
+    else ATE (CATE in a subgroup)."""
     if kind == "iv":
         return "LATE"
     if iv:
         return "ITT"
     return "CATE" if conditional else "ATE"
+
+
+def check_estimands(estimands, iv: bool) -> tuple:
+    """The estimands of one ``infer_effect`` call, checked against the design.
+
+    Default: what the design implies: ``("ITT", "LATE")`` in an encouragement design,
+    ``("ATE",)`` otherwise. ``"ATE"`` in an encouragement design is the average effect of
+    taking the treatment over all units, an extrapolation from the compliers (see
+    :meth:`LinearModelResults.infer_effect`).
+
+    >>> check_estimands(None, iv=True), check_estimands("ate", iv=True)
+    (('ITT', 'LATE'), ('ATE',))
+    """
+    if estimands is None:
+        return ("ITT", "LATE") if iv else ("ATE",)
+    if isinstance(estimands, str):
+        estimands = [estimands]
+    try:
+        given = list(estimands)
+    except TypeError:
+        raise ValidationError(f"estimands: expected a name or a list of names {list(ESTIMANDS)}, "
+                              f"got {estimands!r}") from None
+    if not given:
+        raise ValidationError("estimands: empty list; omit it for the design's default "
+                              f"({list(check_estimands(None, iv))})")
+    out = []
+    for name in given:
+        if not isinstance(name, str) or name.strip().upper() not in ESTIMANDS:
+            hint = (" (a conditional average effect is 'ATE' with condition_on)"
+                    if isinstance(name, str) and name.strip().upper() == "CATE" else "")
+            raise ValidationError(f"estimands: {name!r} is not one of {list(ESTIMANDS)}{hint}")
+        out.append(name.strip().upper())
+    if len(set(out)) != len(out):
+        raise ValidationError(f"estimands: a name is listed twice in {given}")
+    if not iv and out != ["ATE"]:
+        bad = [e for e in out if e != "ATE"]
+        raise ValidationError(f"estimands: {bad} need an encouragement design (treated differs from "
+                              "intent_to_treat); in this design every unit receives its assigned arm, so "
+                              "the effect of the assignment is the 'ATE'")
+    return tuple(out)
+
+
+def estimand_name(estimand: str, conditional: bool) -> str:
+    """The label of a row: the ATE in a subgroup is the CATE; ITT and LATE keep their names
+    (a LATE in a subgroup is its compliers' average, the CLATE)."""
+    return "CATE" if estimand == "ATE" and conditional else estimand
+
+
+def estimand_notes(labels, iv: bool, covariates: bool, diagnostic: str = "") -> tuple:
+    """One line per estimand label of a record saying what it is; in an encouragement design
+    the LATE's population and the ATE's assumption (with ``diagnostic`` appended).
+
+    >>> [line.split(":")[0] for line in estimand_notes(["ITT", "LATE", "ITT"], iv=True, covariates=False)]
+    ['ITT', 'LATE']
+    """
+    out = []
+    for label in dict.fromkeys(labels):
+        if label == "LATE":
+            text = ("LATE: effect of taking the treatment among compliers (units that take it because "
+                    "they are encouraged; Imbens and Angrist 1994)")
+            if covariates:
+                text += ("; with covariates, the 2SLS effect at the compliers' covariate means (Wald "
+                         "ratios, Abadie 2003; their estimation is in the standard error)")
+            text += "; in a condition, among its compliers"
+        elif label in ("ATE", "CATE") and iv:
+            text = (f"{label}: effect of taking the treatment averaged over all units"
+                    + (" of the condition" if label == "CATE" else "")
+                    + ", extrapolated from the compliers: assumes the compliers' effect at given "
+                      "covariates holds for every unit with those covariates (Angrist and "
+                      "Fernandez-Val 2013; Aronow and Carnegie 2013)")
+            if not covariates:
+                text += "; without covariates, a constant effect: it equals the LATE"
+            elif diagnostic:
+                text += "; " + diagnostic
+        else:
+            text = ESTIMAND_NOTES.get(label)
+        if text:
+            out.append(text)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Ratio:
+    """A Wald ratio of one metric group (:mod:`causalflow.linalg.compliers`): the compliers
+    of arm ``arm`` (1..J) within ``condition`` (text; None: all rows), and what is averaged:
+    ``"compliers"`` the centred covariates (V = xc D_j, T = D_j), ``"untreated"`` the
+    outcomes of the group's metrics untreated (V = y (1 - D), T = 1 - D)."""
+
+    group: int
+    arm: int
+    condition: str | None
+    what: Literal["compliers", "untreated"]
+    parsed: object = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class _Term:
+    """An estimated ratio in contrast row ``row``. With ``coef`` (a slice of coefficients)
+    the row's delta vector holds the ratio's estimate theta in those columns (the
+    compliers' covariate shift on arm j's interactions), and the term adds what estimating
+    theta adds: influence ``psi' b[coef]``, and theta recomputed in the jackknife. With
+    ``coef=None`` the row's value is ``D_row b + theta_k`` (one ratio per metric)."""
+
+    row: int
+    ratio: _Ratio
+    coef: slice | None
 
 
 def parse_conditions(condition_on, covariates) -> list:
@@ -329,19 +442,33 @@ class LinearModelResults:
 
     # -- the contrast pass -------------------------------------------------------------
     def _contrast_cov(self, requests: list) -> tuple[np.ndarray, list, np.ndarray]:
-        """Joint covariance of the contrasts ``requests = [(group, kind, D (m x p)), ...]``.
+        """Joint covariance of the contrasts ``requests = [(group, kind, D (m x p)[, terms]), ...]``.
+
+        ``terms`` (:class:`_Term`, optional) add estimated Wald ratios to some rows (the
+        compliers' covariate means of a LATE, their untreated mean): their influence is
+        added to each row's score before the cluster sums (HC, CR0, CR1), and the CR3
+        jackknife recomputes them without each cluster. CR2 does not cover them.
 
         Returns the (M x M) covariance over columns ordered request by request, then
         contrast, then metric of the group, the layout [(start, m, K), ...], and the (M,)
         degrees of freedom of each column's t reference.
         """
+        requests = [r if len(r) == 4 else (*r, ()) for r in requests]
+        if self.covariance.meat == "bias_reduced" and any(terms for *_, terms in requests):
+            raise ValidationError(
+                "cov_type: 'CR2' does not cover effects that average over estimated complier means "
+                "(the LATE with covariates sits at the compliers' covariate means; relative() of a LATE "
+                "divides by the compliers' untreated mean): the Bell-McCaffrey adjustment is defined for "
+                "regression residuals only. Use cov_type='CR3' (the default below 50 clusters: its "
+                "jackknife recomputes the complier means without each cluster) or 'CR1', or "
+                "estimands=['ITT', 'ATE'] for effects at the population's covariate means")
         layout, start = [], 0
-        for gi, _, D in requests:
+        for gi, _, D, _ in requests:
             m, K = D.shape[0], len(self._groups[gi].metrics)
             layout.append((start, m, K))
             start += m * K
         dof = np.empty(start)
-        for (gi, _, _), (s, m, K) in zip(requests, layout):
+        for (gi, *_), (s, m, K) in zip(requests, layout):
             g = self._groups[gi]
             dof[s:s + m * K] = self.covariance.dof(g.n, self.layout.p, g.n_clusters)
         if self.covariance.meat == "jackknife":
@@ -357,8 +484,8 @@ class LinearModelResults:
         source = self._source
         clustered = self.covariance.clustered
         acc = ScoreAccumulator(total, source.n_clusters if clustered else None)
-        partial = any(self._groups[gi].rows is not None for gi, _, _ in requests)
-        influence = [self._groups[gi].fits[kind].influence @ D.T for gi, kind, D in requests]
+        partial = any(self._groups[gi].rows is not None for gi, *_ in requests)
+        influence = [self._groups[gi].fits[kind].influence @ D.T for gi, kind, D, _ in requests]
         inputs = len(self.metrics) + self.spec.covariates.q + 4
         order = "clustered" if clustered and total > 1.5 * inputs else "natural"
         with single_blas_thread():
@@ -372,13 +499,19 @@ class LinearModelResults:
         covariance); the factor (G - 1)/G is applied by :meth:`_scaled`."""
         G = self._source.n_clusters
         T = np.zeros((G, layout[-1][0] + layout[-1][1] * layout[-1][2]))
-        for (gi, kind, D), (s, m, K) in zip(requests, layout):
+        for (gi, kind, D, terms), (s, m, K) in zip(requests, layout):
             cp = self._cluster_moments(gi)
             if kind == "itt":
                 cp = ClusterCrossProducts(cp.zwz, None, cp.zwy, cp.n)
             fit = self._groups[gi].fits[kind]
             jack = jackknife_coefs(cp, names=self.names_of(kind))
             shift = np.einsum("rp,gpk->grk", D, jack - fit.coef[None])
+            for term in terms:  # the ratio too is recomputed without the cluster, exactly
+                change = self._wald_jackknife(term.ratio) - self._wald(term.ratio).theta  # (G, L)
+                if term.coef is None:
+                    shift[:, term.row] += change
+                else:  # D holds theta: D_(-g) b_(-g) - D b = D (b_(-g) - b) + (theta_(-g) - theta)' b_(-g)
+                    shift[:, term.row] += np.einsum("gl,glk->gk", change, jack[:, term.coef])
             T[:, s:s + m * K] = np.nan_to_num(shift.reshape(G, m * K), nan=0.0)  # clusters without rows
         return T.T @ T
 
@@ -408,7 +541,7 @@ class LinearModelResults:
         dof = np.empty(total)
         rows_of = {}
         with single_blas_thread():
-            for (gi, kind, D), (s, m, K) in zip(requests, layout):
+            for (gi, kind, D, _), (s, m, K) in zip(requests, layout):
                 g = self._groups[gi]
                 if gi not in rows_of:
                     rows = np.arange(source.n) if g.rows is None else g.rows
@@ -421,6 +554,82 @@ class LinearModelResults:
                 T[:, s:s + m * K] = out.sums
                 dof[s:s + m * K] = np.repeat(out.dof, K)
         return T.T @ T, dof
+
+    # -- the compliers: Wald ratios (causalflow.linalg.compliers) -----------------------
+    def _condition_mask(self, parsed) -> np.ndarray | None:
+        """Rows (bool, n) of a parsed condition; None for all rows (cached by text)."""
+        if parsed is None:
+            return None
+        key = ("condition", parsed.text)
+        if key not in self._block_cache:
+            self._block_cache[key] = np.asarray(parsed.evaluate(self.spec.covariates.original()), dtype=bool)
+        return self._block_cache[key]
+
+    def _ratio_rows(self, ratio: _Ratio, rows) -> tuple:
+        """(V, T, in_arm, in_control, w) of a ratio on rows of its group (index array or slice)."""
+        source, g = self._source, self._groups[ratio.group]
+        assign = source.assign[rows]
+        in_arm, in_control = assign == ratio.arm, assign == 0
+        mask = self._condition_mask(ratio.parsed)
+        if mask is not None:
+            in_arm, in_control = in_arm & mask[rows], in_control & mask[rows]
+        if ratio.what == "compliers":
+            T = source.take_up(ratio.arm, rows)
+            V = self.spec.covariates.raw(rows)
+            V -= g.mu
+            V *= T[:, None]
+        else:
+            T = source.untreated(rows)
+            V = np.column_stack([source.outcomes[k][rows] for k in g.metrics]) * T[:, None]
+        return V, T, in_arm, in_control, (None if source.weights is None else source.weights[rows])
+
+    def _ratio_what(self, ratio: _Ratio) -> str:
+        arm = self.spec.data.arms[ratio.arm]
+        where = "" if ratio.condition is None else f" in condition {ratio.condition!r}"
+        if ratio.what == "compliers":
+            return f"LATE of arm {arm!r}{where} (the compliers' covariate means)"
+        return f"relative LATE of arm {arm!r}{where} (the compliers' untreated mean)"
+
+    def _wald(self, ratio: _Ratio) -> WaldRatio:
+        """The ratio's estimate (one pass over its group's rows, cached)."""
+        key = ("wald", ratio)
+        if key not in self._block_cache:
+            g, total = self._groups[ratio.group], 0.0
+            with single_blas_thread():
+                for rows in self._source.row_blocks(g.rows, _NATURAL_BLOCK_ROWS):
+                    total = total + arm_sums(*self._ratio_rows(ratio, rows))
+            self._block_cache[key] = WaldRatio.from_sums(total, self._ratio_what(ratio))
+        return self._block_cache[key]
+
+    def _wald_jackknife(self, ratio: _Ratio) -> np.ndarray:
+        """(G, L) the ratio without each cluster, exactly, from per-cluster sums (CR3)."""
+        key = ("wald_jackknife", ratio)
+        if key not in self._block_cache:
+            source, g = self._source, self._groups[ratio.group]
+            total = None
+            for rows in source.row_blocks(g.rows, _NATURAL_BLOCK_ROWS):
+                part = cluster_arm_sums(*self._ratio_rows(ratio, rows), source.clusters[rows], source.n_clusters)
+                total = part if total is None else total + part
+            deleted = total.sum(axis=0)[None] - total
+            theta, first = wald_theta(deleted)
+            scale = max(1.0, float(np.abs(self._wald(ratio).sums[:, 1] / self._wald(ratio).weight).max()))
+            bad = ~((deleted[:, :, 0] > 0).all(axis=1) & (np.abs(first) > 1e-12 * scale))
+            if bad.any():
+                cluster = int(np.flatnonzero(bad)[0])
+                raise ValidationError(
+                    f"cov_type CR3: {self._ratio_what(ratio)}: without cluster {cluster} (code of cluster_by) "
+                    "an arm has no rows or no compliers, so the jackknife cannot recompute the complier "
+                    "means; use cov_type='CR1' or a coarser condition")
+            self._block_cache[key] = theta
+        return self._block_cache[key]
+
+    def _values(self, gi: int, kind: str, D: np.ndarray, terms=()) -> np.ndarray:
+        """(m, K) values of a request: D b plus its ratio terms."""
+        out = D @ self._groups[gi].fits[kind].coef
+        for term in terms:
+            if term.coef is None:
+                out[term.row] += self._wald(term.ratio).theta
+        return out
 
     @cached_property
     def _cluster_order(self) -> np.ndarray:
@@ -454,7 +663,7 @@ class LinearModelResults:
             nb = _len(rows)
             scores = np.zeros((nb, total)) if partial else np.empty((nb, total))
             built = {}
-            for r, (gi, kind, _) in enumerate(requests):
+            for r, (gi, kind, _, terms) in enumerate(requests):
                 g = self._groups[gi]
                 if gi not in built:
                     sel = None
@@ -465,8 +674,8 @@ class LinearModelResults:
                         sub = index[sel]
                     if gi not in buffers:
                         buffers[gi] = self._source.buffer(block_rows, len(g.metrics))
-                    built[gi] = (sel, self._source.block(sub, g.mu, g.metrics, buffers[gi]))
-                sel, (Z, X, Y, w) = built[gi]
+                    built[gi] = (sel, sub, self._source.block(sub, g.mu, g.metrics, buffers[gi]))
+                sel, sub, (Z, X, Y, w) = built[gi]
                 fit: TwoSLSFit = g.fits[kind]
                 E = Y - (X if kind == "iv" else Z) @ fit.coef
                 U = Z @ influence[r]
@@ -477,28 +686,64 @@ class LinearModelResults:
                     np.multiply(U[:, :, None], E[:, None, :], out=scores[:, s:s + m * K].reshape(len(Z), m, K))
                 else:
                     scores[sel, s:s + m * K] = (U[:, :, None] * E[:, None, :]).reshape(len(Z), m * K)
+                for term in terms:  # + the influence of the estimated ratio on the row's value
+                    psi = self._wald(term.ratio).influence(*self._ratio_rows(term.ratio, sub))
+                    part = psi if term.coef is None else psi @ fit.coef[term.coef]
+                    columns = slice(s + term.row * K, s + (term.row + 1) * K)
+                    if sel is None:
+                        scores[:, columns] += part
+                    else:
+                        scores[sel, columns] += part
             acc.add(scores, clusters, codes)
         return acc
 
     def _scaled(self, gram, requests, layout) -> np.ndarray:
         factor = np.empty(gram.shape[0])
-        for (gi, _, _), (s, m, K) in zip(requests, layout):
+        for (gi, *_), (s, m, K) in zip(requests, layout):
             g = self._groups[gi]
             factor[s:s + m * K] = self.covariance.factor(g.n, self.layout.p, g.n_clusters)
         root = np.sqrt(factor)
         return gram * np.outer(root, root)
 
     # -- effects -----------------------------------------------------------------------
-    def infer_effect(self, condition_on=None, alpha: float = 0.05):
-        """Effects of every arm vs control on every metric, overall or in subgroups.
+    def infer_effect(self, condition_on=None, alpha: float = 0.05, estimands=None):
+        r"""Effects of every arm vs control on every metric, overall or in subgroups.
 
         Each effect is a delta-vector contrast of the coefficients b_k of metric k:
         estimate :math:`d'b_k`, variance :math:`d'V_kd`. The average effect of arm j is
         :math:`d = e_{D_j}` (covariates are centred); in a subgroup S,
-        :math:`d = e_{D_j} + \\sum_l \\bar x_{S,l}\\, e_{D_j \\times X_l}` with
-        :math:`\\bar x_S` the (weighted) mean of the centred covariates over S, taken as
+        :math:`d = e_{D_j} + \sum_l \bar x_{S,l}\, e_{D_j \times X_l}` with
+        :math:`\bar x_S` the (weighted) mean of the centred covariates over S, taken as
         fixed (a conditional-on-covariates effect). The joint covariance of every effect
         of the call, across arms, conditions, estimands and metrics, is kept on the result.
+
+        Estimands (``estimands=``; default: what the design implies, ``["ATE"]`` in an A/B
+        test, ``["ITT", "LATE"]`` in an encouragement design):
+
+        * ``"ATE"`` (``CATE`` in a subgroup): the average effect at the covariate means of
+          all units (of the subgroup). In an encouragement design it is the 2SLS effect of
+          *taking* the treatment there: an extrapolation from the compliers, which assumes
+          that the compliers' effect at given covariates holds for every unit with those
+          covariates (Angrist and Fernandez-Val 2013; Aronow and Carnegie 2013). It is
+          reported only when asked for; the footer gives the largest standardised
+          difference between the compliers' and the population's covariate means
+          (:meth:`compliers`), the diagnostic of that step.
+        * ``"ITT"`` (encouragement designs): the effect of being assigned (encouraged),
+          the reduced form at the covariate means.
+        * ``"LATE"`` (encouragement designs): the compliers' average effect of taking the
+          treatment (Imbens and Angrist 1994), with or without covariates. Without
+          covariates it is the 2SLS arm coefficient (the Wald ratio). With covariates it is
+          the Lin-interacted 2SLS effect at the compliers' covariate means,
+          :math:`d = e_{D_j} + \bar x_C\, e_{D_j \times X}` with :math:`\bar x_C` the Wald
+          ratio :math:`(E_w[x D_j|Z=j] - E_w[x D_j|Z=0]) / (E_w[D_j|Z=j] - E_w[D_j|Z=0])`
+          (Abadie 2003; :mod:`causalflow.linalg.compliers`), centred like the covariates.
+          Its estimation is in the standard error: the ratio's influence on each row is
+          added to the row's score before the cluster sums (HC0/HC1/CR0/CR1), and the CR3
+          jackknife recomputes the ratio without each cluster (exactly, from per-cluster
+          sums). CR2's bias-reduced adjustment does not cover it: a ValidationError names
+          the alternatives. In a subgroup it averages over the subgroup's compliers (the
+          CLATE); with several arms, over arm j's own compliers (its encouragement vs
+          control). With weights, the ratios use weighted means.
 
         Parameters
         ----------
@@ -508,6 +753,9 @@ class LinearModelResults:
         alpha : float
             1 - confidence level of the intervals (t quantiles with each effect's degrees
             of freedom, or normal with ``LinearModel(inference="normal")``).
+        estimands : str or list of str, optional
+            Any of ``"ITT"``, ``"LATE"``, ``"ATE"`` (see above); the rows of one metric, arm
+            and condition follow this order.
 
         Returns
         -------
@@ -526,25 +774,50 @@ class LinearModelResults:
         [['x > 1', 'CATE'], ['x < -1', 'CATE']]
         >>> bool(frame.estimate[0] > frame.estimate[1])  # the effect grows with x
         True
+
+        An encouragement design where compliers have larger x and the effect grows with x:
+
+        >>> n = 40_000
+        >>> enc = pd.DataFrame({"z": rng.integers(0, 2, n), "x": rng.normal(size=n)})
+        >>> enc["d"] = enc.z * (rng.random(n) < 1 / (1 + np.exp(-2 * enc.x)))
+        >>> enc["y"] = 1 + (1 + 2 * enc.x) * enc.d + enc.x + rng.normal(size=n)
+        >>> model = cf.ExperimentData(enc, intent_to_treat="z", treated="d").add_metric(
+        ...     y="y", exogenous_covariates=["x"]).fit(cf.LinearModel)
+        >>> model.infer_effect(estimands=["LATE", "ATE"]).to_frame()[["estimand", "estimate"]].round(1).values.tolist()
+        [['LATE', 2.2], ['ATE', 1.0]]
         """
         alpha = check_alpha(alpha)
+        estimands = check_estimands(estimands, self._source.iv)
         conditions = self._parse_conditions(condition_on)
         originals = self.spec.covariates.original() if conditions[0] is not None else None
-        points = [("all" if c is None else c.text, c is not None,
+        points = [("all" if c is None else c.text, c is not None, c,
                    lambda g, c=c: self._shift(c, g, originals)) for c in conditions]
-        return self._effects_at(points, alpha, [None if c is None else c.text for c in conditions])
+        return self._effects_at(points, alpha, [None if c is None else c.text for c in conditions], estimands)
 
     @property
     def covariates(self):
         """The covariates of the fit (:class:`~causalflow.design.Covariates`)."""
         return self.spec.covariates
 
-    def effects_at_means(self, label: str, means: np.ndarray, alpha: float = 0.05) -> Effects:
+    def effects_at_means(self, label: str, means: np.ndarray, alpha: float = 0.05,
+                         estimands=None) -> Effects:
         """Effects of every arm x metric at given (uncentred) covariate means, e.g. of a
         target population (the :class:`~causalflow.effects.record.ContrastModel` protocol;
-        ``Effects.project`` onto a table uses it)."""
+        ``Effects.project`` onto a table uses it).
+
+        ``estimands``: ``"ITT"`` and / or ``"ATE"`` (default: both in an encouragement
+        design, where the ATE at a target's means is the extrapolation described in
+        :meth:`infer_effect`). A ``"LATE"`` has no value at a target's covariate means:
+        the target's compliers are not observed.
+        """
         alpha = check_alpha(alpha)
-        return self._effects_at([(label, True, lambda g: (means - g.mu, g.n))], alpha, [label])
+        estimands = (("ITT", "ATE") if self._source.iv else ("ATE",)) if estimands is None else \
+            check_estimands(estimands, self._source.iv)
+        if "LATE" in estimands:
+            raise ValidationError("estimands: a LATE averages over the compliers of the experiment; at a "
+                                  "target's covariate means ask for the 'ATE' (an extrapolation from the "
+                                  "compliers) or the 'ITT'")
+        return self._effects_at([(label, True, None, lambda g: (means - g.mu, g.n))], alpha, [label], estimands)
 
     def _shift(self, cond, g: _Group, originals) -> tuple[np.ndarray, int]:
         """Centred covariate mean over the rows of a parsed condition (None: all rows) of a
@@ -560,59 +833,97 @@ class LinearModelResults:
                                   + ("" if g.member is None else " with this metric observed"))
         return self.spec.covariates.means(np.flatnonzero(mask), self._source.weights) - g.mu, size
 
-    def _effects_at(self, points: list, alpha: float, conditions: list) -> Effects:
-        """Effects of every arm x metric at covariate points.
+    def _kind(self, estimand: str) -> FitKind:
+        """The fit an estimand is a contrast of: 2SLS for LATE and (encouragement) ATE."""
+        return "iv" if self._source.iv and estimand != "ITT" else "itt"
 
-        ``points`` holds (label, conditional, locate) with ``locate(group) -> (xbar, n)``: the
-        centred covariate means that define the delta vectors of that metric group, and the
-        number of rows the effect describes.
+    def _late(self, gi: int, row: int, j: int, cond) -> tuple[np.ndarray, tuple]:
+        """Delta vector of arm j's LATE among the compliers of a condition (parsed or None)
+        of metric group gi, at contrast row ``row``, and its complier-mean terms."""
+        if not self.layout.q:
+            return self.layout.effect(j), ()
+        ratio = _Ratio(gi, j, None if cond is None else cond.text, "compliers", cond)
+        return (self.layout.effect(j, self._wald(ratio).theta),
+                (_Term(row, ratio, self.layout.interactions(j)),))
+
+    def _effects_at(self, points: list, alpha: float, conditions: list, estimands: tuple) -> Effects:
+        """Effects of every arm x metric x estimand at covariate points.
+
+        ``points`` holds (label, conditional, parsed, locate) with ``locate(group) -> (xbar,
+        n)``: the centred covariate means of the ITT / ATE delta vectors of that metric
+        group and the number of rows the effect describes; ``parsed`` (a condition or None)
+        names the rows whose compliers a LATE averages over.
         """
         J = self.layout.n_arms
-        requests, sizes = [], []
+        requests, sizes, tags = [], [], []
         for gi, g in enumerate(self._groups):
-            deltas, group_sizes = [], []
-            for _, _, locate in points:
-                xbar, size = locate(g)
-                deltas.append(self.layout.effects(xbar))
-                group_sizes += [size] * J
-            for kind in self.fit_kinds:
-                requests.append((gi, kind, np.vstack(deltas)))
+            located = [locate(g) for *_, locate in points]
+            group_sizes = [size for _, size in located for _ in range(J)]
+            for e_i, estimand in enumerate(estimands):
+                terms = ()
+                if estimand == "LATE":
+                    late = [self._late(gi, c_i * J + j - 1, j, cond) for c_i, (_, _, cond, _)
+                            in enumerate(points) for j in range(1, J + 1)]
+                    D = np.vstack([d for d, _ in late])
+                    terms = tuple(t for _, ts in late for t in ts)
+                else:
+                    D = np.vstack([self.layout.effects(xbar) for xbar, _ in located])
+                requests.append((gi, self._kind(estimand), D, terms))
                 sizes.append(group_sizes)
+                tags.append(e_i)
         cov, layout, dof = self._contrast_cov(requests)
         records, index, keys = [], [], []
-        for (gi, kind, D), group_sizes, (s, _, K) in zip(requests, sizes, layout):
+        for (gi, kind, D, terms), group_sizes, e_i, (s, _, K) in zip(requests, sizes, tags, layout):
             g = self._groups[gi]
-            estimates = D @ g.fits[kind].coef  # (m, K)
+            estimates = self._values(gi, kind, D, terms)  # (m, K)
             av_dof = self.covariance.dof(g.n, self.layout.p, g.n_clusters)
-            for c_i, (label, conditional, _) in enumerate(points):
+            for c_i, (label, conditional, _, _) in enumerate(points):
                 for j in range(J):
                     row = c_i * J + j
                     for pos, k in enumerate(g.metrics):
                         column = s + row * K + pos
                         records.append(dict(metric=self.metrics[k], arm=self.spec.data.arms[j + 1],
-                                            condition=label, estimand=self._estimand(kind, conditional),
+                                            condition=label, estimand=estimand_name(estimands[e_i], conditional),
                                             estimate=float(estimates[row, pos]), n=group_sizes[row],
                                             dof=_integral(dof[column]), av_dof=av_dof, n_clusters=g.n_clusters))
-                        keys.append((k, j, c_i, kind))
+                        keys.append((k, j, c_i, e_i))
                         index.append(column)
         order = sorted(range(len(records)), key=keys.__getitem__)
         index = np.asarray(index)[order]
-        return Effects._from_fit([records[i] for i in order], cov[np.ix_(index, index)], alpha, self,
-                                 conditions, self.inference)
+        records = [records[i] for i in order]
+        return Effects._from_fit(records, cov[np.ix_(index, index)], alpha, self, conditions, self.inference,
+                                 notes=self._notes([r["estimand"] for r in records]), estimands=estimands)
+
+    def _requested(self, label: str) -> str:
+        """The estimand a row's label was asked for as (CATE is the ATE in a subgroup)."""
+        if label in ("ITT", "LATE"):
+            return label
+        if label in ("ATE", "CATE"):
+            return "ATE"
+        raise ValidationError(f"relative: estimand {label!r} is not one of this model's")
 
     def control_means(self, effects: Effects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r"""Per effect of ``effects`` (from this model): the adjusted control mean
-        :math:`\hat\mu = d_\mu'b` in its condition, :math:`Var(\hat\mu)` and
+        r"""Per effect of ``effects`` (from this model): the mean untreated outcome of the
+        effect's population :math:`\hat\mu`, :math:`Var(\hat\mu)` and
         :math:`Cov(\hat\tau, \hat\mu)` from one contrast pass (see
-        :func:`causalflow.effects.relative.relative_effects`)."""
+        :func:`causalflow.effects.relative.relative_effects`).
+
+        ITT, ATE and CATE: the adjusted control mean :math:`d_\mu'b` of the same fit at the
+        condition's covariate means (:meth:`CoefLayout.level`; in an encouragement design
+        the 2SLS level, :math:`\bar y - \overline{D\hat\tau(x)}`, the population's untreated
+        mean under the ATE's assumption). LATE: the compliers' untreated mean
+        :math:`E[Y(0) \mid C] = (E_w[Y(1-D)|Z=0] - E_w[Y(1-D)|Z=j]) / (E_w[1-D|Z=0] -
+        E_w[1-D|Z=j])` (Abadie 2003), within the condition, whose influence enters the
+        joint covariance like the complier covariate means'.
+        """
         group_of = {k: gi for gi, g in enumerate(self._groups) for k in g.metrics}
         metric_index = {m: k for k, m in enumerate(self.metrics)}
         known = set(self.spec.covariates.sources)
+        J = self.layout.n_arms
         originals = None
-        plan: dict = {}  # (group, kind) -> {condition: (row offset, parsed)}
+        plan: dict = {}  # (group, estimand) -> {condition: (row offset, parsed)}
         for r in effects.records:
-            kind = "iv" if r["estimand"] == "LATE" else "itt"
-            conds = plan.setdefault((group_of[metric_index[r["metric"]]], kind), {})
+            conds = plan.setdefault((group_of[metric_index[r["metric"]]], self._requested(r["estimand"])), {})
             if r["condition"] in conds:
                 continue
             parsed = None
@@ -625,38 +936,145 @@ class LinearModelResults:
                         "relative() of the conditional effects it combines") from None
                 if originals is None:
                     originals = self.spec.covariates.original()
-            conds[r["condition"]] = (len(conds) * (self.layout.n_arms + 1), parsed)
+            conds[r["condition"]] = (len(conds) * 2 * J, parsed)
         requests = []
-        for (gi, kind), conds in plan.items():
-            rows = []
-            for _, parsed in conds.values():
-                xbar, _ = self._shift(parsed, self._groups[gi], originals)
-                rows += [self.layout.level(xbar)[None, :], self.layout.effects(xbar)]
-            requests.append((gi, kind, np.vstack(rows)))
+        for (gi, estimand), conds in plan.items():
+            rows, terms = [], []
+            for base, parsed in conds.values():  # rows: [mu_1, tau_1, ..., mu_J, tau_J]
+                if estimand == "LATE":
+                    text = None if parsed is None else parsed.text
+                    for j in range(1, J + 1):
+                        d_tau, late_terms = self._late(gi, base + 2 * j - 1, j, parsed)
+                        rows += [np.zeros(self.layout.p), d_tau]
+                        terms += [_Term(base + 2 * j - 2, _Ratio(gi, j, text, "untreated", parsed), None),
+                                  *late_terms]
+                else:
+                    xbar, _ = self._shift(parsed, self._groups[gi], originals)
+                    for j in range(1, J + 1):
+                        rows += [self.layout.level(xbar), self.layout.effect(j, xbar)]
+            requests.append((gi, self._kind(estimand), np.vstack(rows), tuple(terms)))
         cov, layout, _ = self._contrast_cov(requests)
+        values = [self._values(*request) for request in requests]
         where = {key: i for i, key in enumerate(plan)}
         m = len(effects.records)
         tau, mu, v_mm, v_tm = (np.empty(m) for _ in range(4))
         for i, r in enumerate(effects.records):
             k = metric_index[r["metric"]]
             gi = group_of[k]
-            kind = "iv" if r["estimand"] == "LATE" else "itt"
-            ri = where[(gi, kind)]
-            D = requests[ri][2]
+            key = (gi, self._requested(r["estimand"]))
+            ri = where[key]
             start, _, K = layout[ri]
             pos = self._groups[gi].metrics.index(k)
-            base = plan[(gi, kind)][r["condition"]][0]
             j = self.spec.data.arms.index(r["arm"])
-            coef = self._groups[gi].fits[kind].coef[:, pos]
-            i_mu, i_tau = start + base * K + pos, start + (base + j) * K + pos
-            tau[i], mu[i] = D[base + j] @ coef, D[base] @ coef
+            row_mu = plan[key][r["condition"]][0] + 2 * j - 2
+            i_mu, i_tau = start + row_mu * K + pos, start + (row_mu + 1) * K + pos
+            tau[i], mu[i] = values[ri][row_mu + 1, pos], values[ri][row_mu, pos]
             v_mm[i], v_tm[i] = cov[i_mu, i_mu], cov[i_tau, i_mu]
         if not np.allclose(tau, effects.estimate, rtol=1e-9, atol=1e-12 * (1 + np.abs(tau).max())):
             raise ValidationError("relative: these effects are not the model's contrasts (projected "
                                   "or modified); call relative() on effects from infer_effect")
         return mu, v_mm, v_tm
 
+    def compliers(self, condition_on=None) -> pd.DataFrame:
+        r"""Who the compliers are: per arm (and condition) their share and covariate means.
+
+        The complier share is the first stage :math:`E_w[D_j|Z=j] - E_w[D_j|Z=0]` (the
+        share of compliers under monotonicity); the compliers' mean of each design column
+        is the Wald ratio of :mod:`causalflow.linalg.compliers` (Abadie 2003; for a level
+        of a categorical covariate, the compliers' share of it), over all rows of the
+        experiment (of the condition), weighted with propensity weights. ``std_difference``
+        is (complier mean - population mean) / population standard deviation: how far the
+        LATE's population is from the ATE's, the diagnostic of the ATE's extrapolation
+        (:meth:`infer_effect`). The design record (``data.design``) reports the complier
+        share; the covariate means need the covariates, known from ``add_metric`` on, so
+        they are here (and in the footer of an effects record with an ATE row).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per arm x condition x design column: ``arm, condition, covariate,
+            complier_share, complier_mean, population_mean, population_sd,
+            std_difference`` (one row per arm x condition with ``covariate`` None when
+            there are no covariates).
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, causalflow as cf
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"z": rng.integers(0, 2, 4000), "x": rng.normal(size=4000)})
+        >>> df["d"] = df.z * (rng.random(4000) < 1 / (1 + np.exp(-2 * df.x)))
+        >>> df["y"] = df.x + df.d + rng.normal(size=4000)
+        >>> model = cf.ExperimentData(df, intent_to_treat="z", treated="d").add_metric(
+        ...     y="y", exogenous_covariates=["x"]).fit(cf.LinearModel)
+        >>> model.compliers()[["covariate", "complier_share", "complier_mean", "std_difference"]].round(2)
+          covariate  complier_share  complier_mean  std_difference
+        0         x             0.5           0.65            0.65
+        """
+        if not self._source.iv:
+            raise ValidationError("compliers: everyone receives the assigned arm in this design (no "
+                                  "encouragement), so every unit is a complier")
+        key = ("compliers", None if condition_on is None else tuple(np.atleast_1d(condition_on).tolist()))
+        if key in self._block_cache:
+            return self._block_cache[key].copy()
+        source, cov = self._source, self.spec.covariates
+        J, q = self.layout.n_arms, cov.q
+        centre = cov.means(None, source.weights)
+        out = []
+        for parsed in self._parse_conditions(condition_on):
+            mask = self._condition_mask(parsed)
+            sums = [0.0] * J
+            population = np.zeros((3, q))  # sum w, sum w xc, sum w xc^2 (per column)
+            with single_blas_thread():
+                for rows in source.row_blocks(None, _NATURAL_BLOCK_ROWS):
+                    xc = cov.raw(rows) - centre
+                    assign = source.assign[rows]
+                    inside = np.ones(len(assign), bool) if mask is None else mask[rows]
+                    w = None if source.weights is None else source.weights[rows]
+                    ww = inside * (1.0 if w is None else w)
+                    population += np.vstack([np.full(q, ww.sum()), ww @ xc, ww @ (xc * xc)])
+                    for j in range(1, J + 1):
+                        T = source.take_up(j, rows)
+                        sums[j - 1] = sums[j - 1] + arm_sums(xc * T[:, None], T, (assign == j) & inside,
+                                                             (assign == 0) & inside, w)
+            label = "all" if parsed is None else parsed.text
+            for j in range(1, J + 1):
+                what = (f"compliers of arm {self.spec.data.arms[j]!r}"
+                        + ("" if parsed is None else f" in condition {parsed.text!r}"))
+                ratio = WaldRatio.from_sums(sums[j - 1], what)
+                if not q:
+                    out.append(dict(arm=self.spec.data.arms[j], condition=label, covariate=None,
+                                    complier_share=ratio.first_stage, complier_mean=np.nan,
+                                    population_mean=np.nan, population_sd=np.nan, std_difference=np.nan))
+                    continue
+                mean = population[1] / population[0]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    sd = np.sqrt(np.clip(population[2] / population[0] - mean ** 2, 0.0, None))
+                    std_diff = (ratio.theta - mean) / sd
+                for c, name in enumerate(cov.names):
+                    out.append(dict(arm=self.spec.data.arms[j], condition=label, covariate=name,
+                                    complier_share=ratio.first_stage, complier_mean=centre[c] + ratio.theta[c],
+                                    population_mean=centre[c] + mean[c], population_sd=sd[c],
+                                    std_difference=std_diff[c]))
+        frame = pd.DataFrame(out, columns=["arm", "condition", "covariate", "complier_share", "complier_mean",
+                                           "population_mean", "population_sd", "std_difference"])
+        self._block_cache[key] = frame
+        return frame.copy()
+
+    def _notes(self, labels: list) -> tuple:
+        """:func:`estimand_notes` of this fit, with the compliers' covariate-mean diagnostic."""
+        diagnostic = ""
+        if self._source.iv and self.layout.q and {"ATE", "CATE"} & set(labels):
+            frame = self.compliers()
+            worst = frame.loc[frame.std_difference.abs().idxmax()]
+            diagnostic = (f"compliers vs all units: largest standardised covariate-mean difference "
+                          f"{worst.std_difference:+.2f} ({worst.covariate}, arm {plain(worst.arm)!r}; "
+                          "model.compliers())")
+        return estimand_notes(labels, self._source.iv, bool(self.layout.q), diagnostic)
+
     def _estimand(self, kind: str, conditional: bool) -> str:
+        """The default label of a fit's contrast at the units' covariate means (``estimand_label``;
+        used by mediation). With covariates, a 2SLS contrast there is what ``infer_effect``
+        calls the ATE; its LATE sits at the compliers' covariate means."""
         return estimand_label(kind, self._source.iv, conditional)
 
     infer_effects = infer_effect

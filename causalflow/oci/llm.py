@@ -27,7 +27,7 @@ from .plan import Plan
 from .runner import SpecResult
 from .spec import Spec, apply_change
 
-__all__ = ["AnthropicClient", "LLMActor", "LLMClient", "LLMCritic", "OpenAIClient", "parse_json_object"]
+__all__ = ["ACTOR_TOOLS", "AnthropicClient", "LLMActor", "LLMClient", "LLMCritic", "OpenAIClient", "parse_json_object"]
 
 _MAX_ANSWER = 100_000
 
@@ -76,6 +76,14 @@ trimming ("none", "crump" or a number in (0, 0.5)),
 final_stage ("aipw", "aipw_sample", "tmle" or "weighted_linear"), placebo_outcomes (subset of the plan's),
 notes (list of text)."""
 
+#: the read-only tools of causalflow.tools an LLMActor with ``tools`` may call
+ACTOR_TOOLS = ("list_sources", "describe_source", "list_handles")
+
+_TOOLS_NOTE = """
+Before answering with the spec you may look at the data with read-only tools (the plan's data
+source is "data_source"): answer with ONE JSON object {{"tool": <name>, "arguments": {{...}}}} and the
+next message holds its result; at most {n} calls, then answer with the spec. The tools: {tools}"""
+
 _CRITIC_SYSTEM = """You are the Critic of an observational causal-inference loop.
 Grade every estimand from the diagnostics (balance: high-priority |SMD| < 0.2 after weighting;
 overlap: share of propensities outside (0.1, 0.9); placebo outcomes: no significant effect;
@@ -92,6 +100,13 @@ propensity_learner, outcome_learner, final_stage, notes."""
 class LLMActor:
     """An Actor that asks a chat model for the spec, validated before use.
 
+    With ``tools`` (a :class:`causalflow.tools.Session`, or anything with ``call(name,
+    arguments) -> dict``) the model may first look at the data through the read-only tools
+    of :data:`ACTOR_TOOLS` (``describe_source`` gives the columns, their types and ranges),
+    at most ``max_tool_calls`` times: it answers ``{"tool": name, "arguments": {...}}`` and
+    gets the tool's JSON result (or its structured error) back in the next message. The
+    session's roots bound what it can read.
+
     Examples
     --------
     >>> class Canned:
@@ -107,15 +122,45 @@ class LLMActor:
     client: object
     fallback: RuleActor = RuleActor()
     on_invalid: Literal["fallback", "raise"] = "fallback"
+    tools: object = None
+    max_tool_calls: int = 4
+
+    def _system(self) -> str:
+        system = _ACTOR_SYSTEM.format(learners=", ".join(learner_names()))
+        if self.tools is None:
+            return system
+        schemas = getattr(self.tools, "schemas", None)
+        listed = [s for s in schemas("anthropic") if s["name"] in ACTOR_TOOLS] if callable(schemas) else ACTOR_TOOLS
+        return system + _TOOLS_NOTE.format(n=self.max_tool_calls, tools=json.dumps(listed))
+
+    def _call_tool(self, mapping: dict) -> dict:
+        name, arguments = mapping.get("tool"), mapping.get("arguments") or {}
+        if name not in ACTOR_TOOLS:
+            return {"error": {"type": "not_available", "message": f"the Actor may call only {list(ACTOR_TOOLS)}"}}
+        result = self.tools.call(name, arguments)  # structured errors come back as values, never raise
+        return {k: v for k, v in result.items() if k != "markdown"}
+
+    def _answer(self, plan: Plan, message: dict) -> dict:
+        """The model's spec; with ``tools``, after the read-only tool calls it asks for."""
+        if self.tools is not None:
+            message = {**message, "data_source": plan.data if isinstance(plan.data, str) else None}
+        system, transcript = self._system(), [json.dumps(message, default=str)]
+        for calls in range(self.max_tool_calls + 1):
+            mapping = parse_json_object(self.client.complete(system, "\n\n".join(transcript)))
+            if self.tools is None or "tool" not in mapping:
+                return mapping
+            if calls == self.max_tool_calls:
+                break
+            result = json.dumps({"tool_call": mapping, "tool_result": self._call_tool(mapping)}, default=str)
+            transcript.append(result[:_MAX_ANSWER])
+        raise ValidationError(f"LLM answer: more than {self.max_tool_calls} tool calls")
 
     def propose(self, plan: Plan, previous: Spec | None, critique: Critique | None) -> ActorStep:
         message = {"plan": plan.to_dict(),
                    "previous_spec": previous.to_dict() if previous is not None else None,
                    "critique": critique.to_dict() if critique is not None else None}
         try:
-            answer = self.client.complete(_ACTOR_SYSTEM.format(learners=", ".join(learner_names())),
-                                          json.dumps(message, default=str))
-            mapping = parse_json_object(answer)
+            mapping = self._answer(plan, message)
             mapping.setdefault("seed", plan.seed)
             return ActorStep(Spec.from_dict(mapping, plan=plan), "llm")
         except (ValidationError, TypeError) as exc:  # a TypeError is a malformed answer too

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..effects.record import Effects, Inference
 from ..backends.memory import block_moments
 from ..data import ExperimentData
+from ..effects.record import Effects, Inference
 from ..errors import ValidationError
 from ..linalg.anytime import optimal_g, running_anytime_valid
+from ..linalg.compliers import WaldRatio, arm_sums, cluster_arm_sums
 from ..linalg.incremental import (
     ClusterMoments,
     LinMeatMoments,
@@ -43,7 +44,9 @@ from ..linalg.twosls import solve_2sls
 from ..models.linear import (
     LinearModel,
     _missing_groups,
-    estimand_label,
+    check_estimands,
+    estimand_name,
+    estimand_notes,
     parse_conditions,
 )
 
@@ -145,7 +148,7 @@ def _batches_to_data(batches: Sequence):
 
 
 def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, looks=100,
-            estimator=None, condition_on=None, alpha: float = 0.05) -> Monitoring:
+            estimator=None, condition_on=None, alpha: float = 0.05, estimands=None) -> Monitoring:
     r"""Effects with anytime-valid p-values and confidence sequences at successive looks.
 
     Parameters
@@ -165,6 +168,12 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
         over the rows seen so far.
     alpha : float
         Level of the confidence sequences and significance.
+    estimands : str or list of str, optional
+        As in ``infer_effect``: default ``ITT`` and ``LATE`` in an encouragement design,
+        ``ATE`` otherwise. At each look the LATE sits at the compliers' covariate means
+        of the rows seen so far (Wald ratios of additive sums, so they accumulate like
+        the moments), and its variance includes their estimation (HC: fourth-order moments
+        restricted to each condition; CR: per-cluster sums), exactly as the core's.
 
     Returns
     -------
@@ -176,9 +185,11 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     Notes
     -----
     Every effect has its variance, and the covariance between the arms and conditions of
-    one metric is formed. Between metrics (and between ITT and LATE) it is formed with CR
+    one metric is formed. Between metrics (and between estimands) it is formed with CR
     covariances for metrics with the same missing rows; with HC covariances it would need
-    cross-metric fourth-order moments and is left NaN in ``Effects.cov``.
+    cross-metric fourth-order moments and is left NaN in ``Effects.cov``. Each look's
+    effects equal the core's ``infer_effect`` on the rows seen so far
+    (``tests/test_anytime_monitor.py``).
 
     Examples
     --------
@@ -230,11 +241,13 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     if clustered and source.clusters is None:
         raise ValidationError(f"cov_type: {cov_type} needs cluster_by on ExperimentData")
     conditions = parse_conditions(condition_on, spec.covariates.sources)
+    estimands = check_estimands(estimands, source.iv)
     J, q = source.n_arms, spec.covariates.q
     layout = CoefLayout(J, q)
     names = layout.names([f"x{j}" for j in range(1, J + 1)], spec.covariates.names)
     p = len(names)
-    kinds = ("itt", "iv") if source.iv else ("itt",)
+    kinds = tuple(dict.fromkeys(_kind(e, source.iv) for e in estimands))
+    late = "LATE" in estimands and q > 0   # complier means to accumulate
 
     extra = 1.0 if clustered else float(p)
     g = estimator.av_g
@@ -254,7 +267,8 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
             member[:] = False
             member[rows] = True
         states.append(_GroupState(metrics, member, spec.covariates.means(rows, source.weights),
-                                  len(conditions), q, p, source.n_clusters if clustered else None, kinds))
+                                  len(conditions), q, p, source.n_clusters if clustered else None, kinds,
+                                  J if late else 0))
 
     results, start = [], 0
     for cut in cuts:
@@ -262,15 +276,26 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
         start = cut
         for st in states:
             st.add(source, new[st.member[new]], masks, J)
-        results.append(_look_effects(states, source, conditions, kinds, covariance, layout, names,
+        results.append(_look_effects(states, source, conditions, estimands, covariance, layout, names,
                                      spec.metrics, data, alpha, inference))
     return Monitoring(tuple(results), tuple(int(c) for c in cuts), float(g), float(alpha))
 
 
-class _GroupState:
-    """Running sums of one missingness group (mutable, private to one monitor call)."""
+def _kind(estimand: str, iv: bool) -> str:
+    """The fit an estimand is a contrast of (as ``LinearModelResults._kind``)."""
+    return "iv" if iv and estimand != "ITT" else "itt"
 
-    def __init__(self, metrics, member, mu0, n_cond, q, p, n_clusters, kinds):
+
+class _GroupState:
+    """Running sums of one missingness group (mutable, private to one monitor call).
+
+    ``late_arms`` (J, or 0): with covariates and a LATE, the compliers' arm sums of every
+    condition x arm (:func:`causalflow.linalg.compliers.arm_sums`, also per cluster for CR)
+    and, for HC, the 2SLS meat moments restricted to every condition and pair of
+    conditions, which the complier means' influence on the LATE needs.
+    """
+
+    def __init__(self, metrics, member, mu0, n_cond, q, p, n_clusters, kinds, late_arms=0):
         self.metrics, self.member, self.mu0 = metrics, member, mu0
         self.moments = None
         self.meat = {k: None for k in kinds}
@@ -280,6 +305,10 @@ class _GroupState:
         self.cond_w = np.zeros(n_cond)
         self.cond_n = np.zeros(n_cond, dtype=np.int64)
         self.n = 0
+        self.late_arms = late_arms
+        self.complier = np.zeros((n_cond, late_arms, 2, 2 + q))
+        self.complier_g = np.zeros((n_cond, late_arms, n_clusters, 2, 2 + q)) if n_clusters and late_arms else None
+        self.restricted: dict = {}   # (c, c') -> RowMeatMoments over S_c and S_c' (HC, LATE)
 
     def add(self, source, rows, masks, J):
         if len(rows) == 0:
@@ -304,22 +333,73 @@ class _GroupState:
         q = self.cond_sum.shape[1]
         xc = Z[:, 1 + J:1 + J + q]
         ww = np.ones(len(rows)) if w is None else w
-        for c, mask in enumerate(masks):
-            sel = slice(None) if mask is None else mask[rows]
+        inside = [np.ones(len(rows), bool) if mask is None else mask[rows] for mask in masks]
+        for c, sel in enumerate(inside):
             self.cond_sum[c] += ww[sel] @ xc[sel]
             self.cond_w[c] += ww[sel].sum()
-            self.cond_n[c] += len(rows) if mask is None else int(sel.sum())
+            self.cond_n[c] += int(sel.sum())
+        if not self.late_arms:
+            return
+        control = 1.0 - Z[:, 1:1 + J].sum(axis=1)
+        for c, sel in enumerate(inside):
+            for j in range(J):
+                take = X[:, 1 + j]
+                args = (xc * take[:, None], take, Z[:, 1 + j] * sel, control * sel, w)
+                self.complier[c, j] += arm_sums(*args)
+                if self.complier_g is not None:
+                    self.complier_g[c, j] += cluster_arm_sums(*args, source.clusters[rows], len(self.complier_g[c, j]))
+        if self.clusters is None:
+            for c in range(len(masks)):
+                for c2 in range(c, len(masks)):
+                    if masks[c] is None and masks[c2] is None:
+                        continue   # all rows: the meat moments themselves
+                    sel = inside[c] & inside[c2]
+                    m = RowMeatMoments.from_block(Z[sel], X[sel], Y[sel], None if w is None else w[sel])
+                    self.restricted[(c, c2)] = m if (c, c2) not in self.restricted else self.restricted[(c, c2)] + m
+
+    def moments_of(self, c: int, c2: int, masks) -> RowMeatMoments:
+        """The 2SLS meat moments over the rows of conditions c and c2 (c <= c2)."""
+        if masks[c] is None and masks[c2] is None:
+            return self.meat["iv"]
+        return self.restricted[(c, c2)]
+
+    def complier_ratio(self, c: int, j: int) -> WaldRatio | None:
+        """Arm j's (0-based) compliers of condition c at this look; None before they are identified."""
+        try:
+            return WaldRatio.from_sums(self.complier[c, j])
+        except ValidationError:
+            return None
 
 
-def _look_effects(states, source, conditions, kinds, covariance, layout, names, metric_names, data,
+def _psi_vectors(ratio: WaldRatio, layout: CoefLayout, j: int, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""The influence of arm j's (1..J) complier mean on its LATE in the coordinates of the
+    2SLS rows: :math:`\psi_i'\beta = w_i (z_i'a)(x_i'h)` with z the instruments and x the
+    regressors of :mod:`causalflow.design` (control's indicator is :math:`1 - \sum_k A_k`),
+    for the interaction coefficients ``beta`` (q,) of one metric."""
+    a = np.zeros(layout.p)
+    a[layout.arm(j)] = 1.0 / ratio.weight[0]
+    a[0] = -1.0 / ratio.weight[1]
+    for k in range(1, layout.n_arms + 1):
+        a[layout.arm(k)] += 1.0 / ratio.weight[1]
+    a /= ratio.first_stage
+    h = np.zeros(layout.p)
+    h[layout.interactions(j)] = beta
+    h[layout.arm(j)] = -ratio.theta @ beta
+    h[0] = -ratio.level @ beta
+    return a, h
+
+
+def _look_effects(states, source, conditions, estimands, covariance, layout, names, metric_names, data,
                   alpha, inference) -> Effects:
     clustered, p, J, q = covariance.clustered, layout.p, layout.n_arms, layout.q
+    masks = [None if c is None else c for c in conditions]   # only None-ness is read below
     records, blocks = [], []        # blocks: (indices into records, covariance)
     for st in states:
         K = len(st.metrics)
-        G = st.clusters[kinds[0]].n_clusters if clustered else None
+        G = st.clusters[next(iter(st.clusters))].n_clusters if clustered else None
         dof = covariance.dof(st.n, p, G)
         fits = {}
+        kinds = tuple(st.meat)
         if st.moments is not None and dof > 0 and st.n > p:
             for kind in kinds:
                 m = st.moments if kind == "iv" else st.moments.reduced_form()
@@ -328,46 +408,111 @@ def _look_effects(states, source, conditions, kinds, covariance, layout, names, 
                 except (ValidationError, np.linalg.LinAlgError):
                     fits = {}
                     break
-        D = np.vstack([layout.effects(st.cond_sum[c] / st.cond_w[c] if st.cond_w[c] > 0 else np.full(q, np.nan))
-                       for c in range(len(conditions))])
-        m = D.shape[0]
+        means = [st.cond_sum[c] / st.cond_w[c] if st.cond_w[c] > 0 else np.full(q, np.nan)
+                 for c in range(len(conditions))]
         factor = covariance.factor(st.n, p, G) if fits else np.nan
-        idx_of = {}
-        for kind in kinds:
+        joint = []   # CR: (cluster sums (G, K m), their records) of every estimand, for one Gram matrix
+        for e_i, estimand in enumerate(estimands):
+            kind = _kind(estimand, source.iv)
+            ratios = None
+            if estimand == "LATE" and st.late_arms:
+                ratios = [[st.complier_ratio(c, j) for j in range(J)] for c in range(len(conditions))]
+                D = np.vstack([layout.effect(j + 1, ratios[c][j].theta if ratios[c][j] else np.full(q, np.nan))
+                               for c in range(len(conditions)) for j in range(J)])
+            elif estimand == "LATE":
+                D = np.vstack([layout.effects() for _ in conditions])
+            else:
+                D = np.vstack([layout.effects(mean) for mean in means])
+            m = D.shape[0]
+            idx = {}
             for c, cond in enumerate(conditions):
                 for j in range(J):
                     for pos, k in enumerate(st.metrics):
-                        idx_of[(kind, c * J + j, pos)] = len(records)
+                        idx[(c * J + j, pos)] = len(records)
                         est = float(D[c * J + j] @ fits[kind].coef[:, pos]) if fits else np.nan
                         records.append(dict(
                             metric=metric_names[k], arm=data.arms[j + 1],
                             condition="all" if cond is None else cond.text,
-                            estimand=estimand_label(kind, source.iv, cond is not None), estimate=est,
+                            estimand=estimand_name(estimand, cond is not None), estimate=est,
                             n=int(st.cond_n[c]), dof=dof if fits else np.nan,
                             av_dof=dof if fits else np.nan, n_clusters=G,
-                            _sort=(k, j, c, kind)))
-        if not fits:
-            continue
-        if clustered:
-            T = [st.clusters[kind].score_sums(fits[kind].coef, fits[kind].influence @ D.T) for kind in kinds]
-            T = np.concatenate([t.reshape(len(t), K * m) for t in T], axis=1)
-            cov = factor * (T.T @ T)
-            order = [idx_of[(kind, r, pos)] for kind in kinds for pos in range(K) for r in range(m)]
-            blocks.append((order, cov))
-        else:
-            for kind in kinds:
-                inf_d = fits[kind].influence @ D.T
-                meat = st.meat[kind].meat_z(fits[kind].coef)
+                            _sort=(k, j, c, e_i)))
+            if not fits:
+                continue
+            fit = fits[kind]
+            inf_d = fit.influence @ D.T
+            valid = np.isfinite(inf_d).all(axis=0)     # LATE rows whose compliers are identified
+            inf_d = np.where(valid, inf_d, 0.0)
+            if clustered:
+                T = st.clusters[kind].score_sums(fit.coef, inf_d)        # (G_seen, K, m)
+                if ratios is not None:
+                    seen = st.clusters[kind].seen
+                    for c in range(len(conditions)):
+                        for j in range(J):
+                            if ratios[c][j] is not None:
+                                psi = ratios[c][j].summed_influence(st.complier_g[c, j][seen])   # (G, q)
+                                T[:, :, c * J + j] += psi @ fit.coef[layout.interactions(j + 1)]
+                order = [idx[(r, pos)] for pos in range(K) for r in range(m)]
+                keep = np.tile(valid, K)
+                joint.append((T.reshape(len(T), K * m)[:, keep], [o for o, v in zip(order, keep) if v]))
+            else:
+                meat = st.meat[kind].meat_z(fit.coef)
+                extra = np.zeros((K, m, m))
+                if ratios is not None:
+                    extra = _late_meat_terms(st, masks, ratios, layout, fit, inf_d, J)
                 for pos in range(K):
-                    cov = factor * (inf_d.T @ meat[pos] @ inf_d)
-                    blocks.append(([idx_of[(kind, r, pos)] for r in range(m)], cov))
+                    cov = factor * (inf_d.T @ meat[pos] @ inf_d + extra[pos])
+                    rows_ = [r for r in range(m) if valid[r]]
+                    blocks.append(([idx[(r, pos)] for r in rows_], cov[np.ix_(rows_, rows_)]))
+        if joint:
+            T = np.concatenate([t for t, _ in joint], axis=1)
+            blocks.append(([o for _, order in joint for o in order], factor * (T.T @ T)))
     M = len(records)
     full = np.full((M, M), np.nan)
-    for idx, cov in blocks:
-        full[np.ix_(idx, idx)] = cov
+    for index, cov in blocks:
+        full[np.ix_(index, index)] = cov
     perm = sorted(range(M), key=lambda i: records[i]["_sort"])
     records = [records[i] for i in perm]
     for r in records:
         del r["_sort"]
     return Effects._from_fit(records, full[np.ix_(perm, perm)], alpha, None,
-                             [None if c is None else c.text for c in conditions], inference)
+                             [None if c is None else c.text for c in conditions], inference,
+                             notes=estimand_notes([r["estimand"] for r in records], source.iv, q > 0),
+                             estimands=estimands)
+
+
+def _late_meat_terms(st, masks, ratios, layout, fit, inf_d, J) -> np.ndarray:
+    r"""(K, m, m) the HC meat terms of the complier means' influence on the LATE rows:
+    the products of each row's 2SLS score :math:`w_i (z_i'L_r) e_{ik}` (all rows) with the
+    influence :math:`w_i (z_i'a_{r'})(x_i'h_{r'k})` of row r''s complier mean (rows of its
+    condition), both ways, and of the influences with each other (rows of both conditions),
+    from :meth:`~causalflow.linalg.incremental.RowMeatMoments.tensors`."""
+    n_cond = len(masks)
+    K = fit.coef.shape[1]
+    m = n_cond * J
+    tensors = {}
+    for c in range(n_cond):
+        for c2 in range(c, n_cond):
+            tensors[(c, c2)] = st.moments_of(c, c2, masks).tensors(fit.coef)
+    out = np.zeros((K, m, m))
+    for k in range(K):
+        vec = {}
+        for c in range(n_cond):
+            for j in range(J):
+                ratio = ratios[c][j]
+                if ratio is not None:
+                    vec[c * J + j] = (c, *_psi_vectors(ratio, layout, j + 1, fit.coef[layout.interactions(j + 1), k]))
+        for r in range(m):
+            for r2 in range(m):
+                total = 0.0
+                if r2 in vec:   # score of r (all rows) x influence of r2 (rows of its condition)
+                    c2, a2, h2 = vec[r2]
+                    total += np.einsum("a,b,c,abc->", inf_d[:, r], a2, h2, tensors[(c2, c2)][0][k])
+                if r in vec:
+                    c1, a1, h1 = vec[r]
+                    total += np.einsum("a,b,c,abc->", inf_d[:, r2], a1, h1, tensors[(c1, c1)][0][k])
+                if r in vec and r2 in vec:
+                    key = (min(c1, c2), max(c1, c2))
+                    total += np.einsum("a,b,c,d,abcd->", a1, a2, h1, h2, tensors[key][1])
+                out[k, r, r2] = total
+    return out

@@ -61,3 +61,18 @@ def run_final_stages(x, t, y, stages, estimands=("ATT", "ATE", "ATO"), n_folds: 
     data = prepare_data(plan)
     base = dict(estimands=tuple(estimands), covariates=("x",), priorities=(("x", "high"),), n_folds=n_folds)
     return {s: run_spec(data, Spec(**base, final_stage=s)) for s in stages}
+
+
+def oof_propensity(X, t, folds, seed: int, clip: float | None = None) -> np.ndarray:
+    """The tests' own out-of-fold propensity, independent of ``causalflow.oci.cross_fit``: for
+    each fold, scikit-learn's ``LogisticRegression(random_state=seed)`` fitted on the other
+    folds predicts P(t = 1) on the fold; clipped to [clip, 1 - clip] when ``clip`` is given
+    (the runner's ``Spec.propensity_clip``)."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, t = np.asarray(X, dtype=float), np.asarray(t).astype(int)
+    e = np.empty(len(t))
+    for k in np.unique(folds):
+        test = folds == k
+        e[test] = LogisticRegression(random_state=seed).fit(X[~test], t[~test]).predict_proba(X[test])[:, 1]
+    return e if clip is None else np.clip(e, clip, 1 - clip)

@@ -6,12 +6,13 @@ The BART regressor itself (stochtree) is research code: its tests are in
 
 References are computed here independently of the code under test: a least-squares fit
 per fold and arm with numpy for the cross-fitted part, a least-squares fit on all of an
-arm's rows for the posterior part, and the equal-weight average of the two.
+arm's rows for the posterior part, the equal-weight average of the two, and the propensity
+by a per-fold scikit-learn logistic regression (``oci_sims.oof_propensity``).
 """
 
 import numpy as np
 import pytest
-from oci_sims import good_overlap
+from oci_sims import good_overlap, oof_propensity
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from causalflow.errors import ValidationError
@@ -82,7 +83,8 @@ def test_registry_and_runner_route_the_posterior_member():
             rows = (~test) & (t == arm)
             cf[test] = _lstsq(X[rows], y[rows], X[test])
         m[arm] = (cf + _lstsq(X[t == arm], y[t == arm], X)) / 2
-    e = res.propensity
+    e = oof_propensity(X, t, folds, spec.seed, spec.propensity_clip)
+    np.testing.assert_allclose(res.propensity, e, rtol=1e-10)   # same solver, same rows
     psi = m[1.0] - m[0.0] + t * (y - m[1.0]) / e - (1 - t) * (y - m[0.0]) / (1 - e)
     # 1e-8: the same formula on predictions from two least-squares solvers
     np.testing.assert_allclose(res.estimate("ATE").estimate, psi.mean(), rtol=1e-8)
@@ -121,6 +123,16 @@ def _ref_x_learner(X, t, y, folds, e, m0, m1):
     return (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)
 
 
+def _ref_arms(X, t, y, folds, arm):
+    """Each arm's own cross-fitted least-squares prediction, per fold."""
+    out = np.empty(len(y))
+    for k in np.unique(folds):
+        test = folds == k
+        rows = (~test) & (t == arm)
+        out[test] = _lstsq(X[rows], y[rows], X[test])
+    return out
+
+
 def test_x_learner_recombination_matches_the_formula():
     X, t, y, _ = _data()
     folds = make_folds(t, 3, 0)
@@ -129,9 +141,11 @@ def test_x_learner_recombination_matches_the_formula():
     xfit = cross_fit(X, t, {"y": y}, folds, clf, lambda s: LinearRegression(), 0,
                      effect_factory=lambda s: LinearRegression())
     assert plain.m0_arms is None
+    e = oof_propensity(X, t, folds, 0)
+    np.testing.assert_allclose(plain.e, e, rtol=1e-10)
     np.testing.assert_array_equal(xfit.m0_arms["y"], plain.m0["y"])   # the arms' own regressions kept
     np.testing.assert_array_equal(xfit.m1_arms["y"], plain.m1["y"])
-    m0x, m1x = _ref_x_learner(X, t, y, folds, plain.e, plain.m0["y"], plain.m1["y"])
+    m0x, m1x = _ref_x_learner(X, t, y, folds, e, _ref_arms(X, t, y, folds, 0.0), _ref_arms(X, t, y, folds, 1.0))
     # 1e-8: least squares by two solvers
     np.testing.assert_allclose(xfit.m0["y"], m0x, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(xfit.m1["y"], m1x, rtol=1e-8, atol=1e-10)
@@ -160,8 +174,11 @@ def test_extrapolation_check_and_the_critics_proposal():
             test = folds == k
             rows = (~test) & (t == arm)
             own[arm][test] = _lstsq(X[rows], y[rows], X[test])
-    e = res.propensity          # clipped; the recombination weights use the unclipped e,
-    assert e.min() > 0.05 and e.max() < 0.95   # which equals it here (no unit near the clip)
+    # clipped; the recombination weights use the unclipped e, which equals it here (no unit
+    # near the clip)
+    e = oof_propensity(X, t, folds, spec.seed, spec.propensity_clip)
+    np.testing.assert_allclose(res.propensity, e, rtol=1e-10)
+    assert e.min() > 0.05 and e.max() < 0.95
     m0x, m1x = _ref_x_learner(X, t, y, folds, e, own[0.0], own[1.0])
     for estimand in ("ATE", "ATT"):
         if estimand == "ATE":

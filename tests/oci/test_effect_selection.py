@@ -6,6 +6,7 @@ References are computed here with numpy least squares and plain means, independe
 
 import numpy as np
 import pytest
+from oci_sims import oof_propensity
 from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
@@ -14,7 +15,6 @@ from causalflow.oci.estimators import (
     cross_fit,
     make_folds,
     select_out_of_fold,
-    x_recombine,
 )
 from causalflow.oci.learners import get_learner, register_learner
 
@@ -72,13 +72,21 @@ def test_cross_fit_uses_each_arms_chosen_effect_model(slope):
     folds = make_folds(t, 3, 0)
     clf = lambda s: LogisticRegression(random_state=s)
     fit = cross_fit(X, t, {"y": y}, folds, clf, OLS, 0, effect_factory=(MEAN, OLS))
-    m0, m1, tr = fit.m0_arms["y"], fit.m1_arms["y"], t == 1
+    tr = t == 1
+    # the arms' own regressions and the propensity, fitted here
+    m0, m1 = _oof_ref(X, y, ~tr, folds, "ols"), _oof_ref(X, y, tr, folds, "ols")
+    np.testing.assert_allclose(fit.m0_arms["y"], m0, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fit.m1_arms["y"], m1, rtol=1e-10, atol=1e-12)
     taus = []
     for D, arm in ((y - m0, tr), (m1 - y, ~tr)):
         refs = [_oof_ref(X, D, arm, folds, kind) for kind in ("mean", "ols")]
         risks = [np.mean((r[arm] - D[arm]) ** 2) for r in refs]
         taus.append(refs[int(np.argmin(risks))])
-    m0x, m1x = x_recombine(fit.e, m0, m1, *taus)
+    e = oof_propensity(X, t, folds, 0)
+    np.testing.assert_allclose(fit.e, e, rtol=1e-10)
+    tau1, tau0 = taus
+    # the X-learner recombination written out (Kunzel et al. 2019)
+    m0x, m1x = (1 - e) * m0 + e * (m1 - tau0), e * m1 + (1 - e) * (m0 + tau1)
     np.testing.assert_allclose(fit.m0["y"], m0x, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(fit.m1["y"], m1x, rtol=1e-9, atol=1e-10)
     single = cross_fit(X, t, {"y": y}, folds, clf, OLS, 0, effect_factory=(OLS,))

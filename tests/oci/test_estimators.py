@@ -185,8 +185,10 @@ def test_weighted_linear_final_stage_matches_statsmodels_wls():
                 final_stage="weighted_linear")
     result = run_spec(prepare_data(plan), spec)
     t = df["t"].to_numpy(float)
-    e = result.propensity
     X = df[["x1", "x2", "x3"]].to_numpy(float)
+    # the propensity of the weights, cross-fitted here (not the code's own)
+    e, _, _ = _reference_nuisances(X, t.astype(int), df["y"].to_numpy(float), 2, spec.seed, spec.propensity_clip)
+    np.testing.assert_allclose(result.propensity, e, rtol=1e-8)
     for r in result.estimates:
         w = t / e + (1 - t) / (1 - e) if r.estimand == "ATE" else t * (1 - e) + (1 - t) * e
         Xc = X - (w @ X) / w.sum()

@@ -9,7 +9,7 @@ taken from the code under test.
 
 import numpy as np
 import pytest
-from oci_sims import good_overlap
+from oci_sims import good_overlap, oof_propensity
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from causalflow.errors import ValidationError
@@ -63,7 +63,8 @@ def test_only_the_outcome_inputs_change():
     # default: outcome models see X only (3 columns); with the option X plus one column
     assert all(m.shape[1] == 3 for _, m in log_base)
     assert len(log_ps) == len(log_base) == 3 * 2 * 2  # folds x arms x (fit, predict)
-    z = _logit_clip(base.e)
+    np.testing.assert_allclose(base.e, oof_propensity(X, t, folds, 0), rtol=1e-10)  # the tests' own fit
+    z = _logit_clip(oof_propensity(X, t, folds, 0))
     # walk the calls in the documented order: fold k, arm 1 then arm 0, fit then predict
     i = 0
     for k in range(3):

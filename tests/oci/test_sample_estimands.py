@@ -73,7 +73,7 @@ def test_satt_coverage_simulation():
     # true nuisances, heterogeneous effects: the sample-variance interval covers the SATT at
     # about 95%; the influence-function interval (population ATT) over-covers it.
     rng = np.random.default_rng(20261125)
-    reps, n = 400, 1500
+    reps, n = 800, 1500
     cover_s, cover_if = 0, 0
     for _ in range(reps):
         _, e, t, mu0, mu1, y0, y1, y = _data(rng, n)
@@ -82,8 +82,11 @@ def test_satt_coverage_simulation():
         ki = aipw_att(y, t, e, mu0, mu1)
         cover_s += abs(ks.estimate - satt) <= 1.959964 * ks.std_error
         cover_if += abs(ki.estimate - satt) <= 1.959964 * ki.std_error
-    # 400 replications: binomial sd of a 0.95 coverage is 0.011; +-3 sd
-    assert 0.917 <= cover_s / reps <= 0.983
+    # 800 replications: MC SE of a 0.95 coverage = sqrt(.95 .05 / 800) = 0.0077; the band
+    # 0.95 +- 2.5 SE is [0.931, 0.969] (observed 0.949). The population interval over-covers
+    # the SATT: >= 0.99 (observed 0.991; an interval 10% shorter covers 0.988)
+    print(f"SATT coverage: sample {cover_s / reps:.4f}, influence function {cover_if / reps:.4f}")
+    assert abs(cover_s / reps - 0.95) <= 2.5 * np.sqrt(0.95 * 0.05 / reps)
     assert cover_if / reps >= 0.99
 
 

@@ -6,6 +6,7 @@ proposals are the ones the rules must give for the diagnostic values the design 
 confounder that moves the placebo outcome).
 """
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -119,14 +120,22 @@ def test_weighted_linear_final_stage_in_the_loop():
     assert result.final.result.estimates[0].final_stage == "weighted_linear"
 
 
+# Coverage bands: R fixed-seed replications; the Monte Carlo SE of a coverage of 0.95 is
+# sqrt(0.95 * 0.05 / R), and the observed coverage must lie within 0.95 +- 2.5 SE. With
+# R = 800, SE = 0.0077 and the band is [0.931, 0.969]: an interval 10% too short (nominal
+# coverage 92.2%) fails it.
+REPS = 800
+BAND = 2.5 * math.sqrt(0.95 * 0.05 / REPS)
+
+
 @pytest.mark.slow
 def test_coverage_of_the_good_study():
-    # 80 fixed-seed replications, n = 600: the 95% intervals of ATE, ATT and ATO must
-    # cover the truth (2) in at least 87% of them (binomial 95% range for 0.95 is ~0.9-1.0),
-    # and the mean estimate must be within 0.03 of 2 (Monte Carlo SE ~ 0.01).
+    # R = 800 replications, n = 600: the 95% intervals of ATE, ATT and ATO must cover the
+    # truth (2) within 0.95 +- 2.5 MC SE (BAND), and the mean estimate must be within
+    # 2.5 MC SE of 2 (MC SE = sd of the estimates / sqrt(R), about 0.003).
     hits = {"ATE": [], "ATT": [], "ATO": []}
     estimates = {k: [] for k in hits}
-    for rep in range(80):
+    for rep in range(REPS):
         df, truth = good_overlap(n=600, seed=1000 + rep)
         plan = Plan(data=df, treatment="t", outcome="y", confounders=["x1", "x2", "x3"],
                     estimands=["ATE", "ATT", "ATO"])
@@ -136,19 +145,23 @@ def test_coverage_of_the_good_study():
             hits[r.estimand].append(r.ci_lower <= truth[r.estimand] <= r.ci_upper)
             estimates[r.estimand].append(r.estimate)
     for k in hits:
-        assert np.mean(hits[k]) >= 0.87, (k, np.mean(hits[k]))
-        assert abs(np.mean(estimates[k]) - 2.0) < 0.03, k
+        assert len(hits[k]) == REPS
+        assert abs(np.mean(hits[k]) - 0.95) <= BAND, (k, np.mean(hits[k]))
+        mc_se = np.std(estimates[k], ddof=1) / np.sqrt(REPS)
+        assert abs(np.mean(estimates[k]) - 2.0) <= 2.5 * mc_se, (k, np.mean(estimates[k]), mc_se)
 
 
 @pytest.mark.slow
 def test_ato_coverage_under_poor_overlap():
-    # The ATO standard error treats the overlap population as given; 80 fixed-seed
-    # replications of the poor-overlap study (n = 1000, truth from the true propensity)
-    # must cover in >= 87% and the mean error must be within 0.06 (Monte Carlo SE ~ 0.014;
-    # the per-arm linear outcome model is misspecified for the x1^2 effect, the
-    # propensity model is right, so AIPW stays consistent).
+    # The ATO standard error treats the overlap population as given; R = 800 fixed-seed
+    # replications of the poor-overlap study (n = 1000, truth from the true propensity) must
+    # cover within 0.95 +- 2.5 MC SE (BAND: [0.931, 0.969]). The mean error must be within
+    # 0.06: it is -0.024 with MC SE 0.004, a finite-sample bias (the overlap weights use the
+    # estimated propensity, the truth the true one; the per-arm linear outcome model is
+    # misspecified for the x1^2 effect, the propensity model is right, so AIPW stays
+    # consistent), so this bound is a tolerance, not a Monte Carlo band.
     hits, errors = [], []
-    for rep in range(80):
+    for rep in range(REPS):
         df, truth = poor_overlap(n=1000, seed=500 + rep)
         plan = Plan(data=df, treatment="t", outcome="y", confounders=["x1", "x2"], estimands=["ATO"])
         spec = Spec(estimands=("ATO",), covariates=("x1", "x2"), priorities=(("x1", "high"), ("x2", "high")),
@@ -156,7 +169,7 @@ def test_ato_coverage_under_poor_overlap():
         r = run_spec(prepare_data(plan), spec).estimates[0]
         hits.append(r.ci_lower <= truth["ATO"] <= r.ci_upper)
         errors.append(r.estimate - truth["ATO"])
-    assert np.mean(hits) >= 0.87
+    assert abs(np.mean(hits) - 0.95) <= BAND, np.mean(hits)
     assert abs(np.mean(errors)) < 0.06
 
 

@@ -67,7 +67,8 @@ def test_score_equations_and_range(estimand):
 
 def test_double_robustness_simulation():
     # outcome models wrong (zero), propensity right: the targeted plug-in recovers the ATE
-    # and the ATT; 200 replications, the mean error must be within 3 Monte Carlo sd of 0
+    # and the ATT; 200 replications, the mean error must be within 2.5 Monte Carlo SE of 0
+    # (SE = sd / sqrt(200), about 0.009; observed 2.0 and 1.9 SE)
     rng = np.random.default_rng(20261126)
     errs = {"ATE": [], "ATT": []}
     for _ in range(200):
@@ -81,7 +82,7 @@ def test_double_robustness_simulation():
                 errs[estimand].append(np.mean((y - m0_t)[t == 1]) - np.mean((mu1 - mu0)[t == 1]))
     for estimand, v in errs.items():
         v = np.asarray(v)
-        assert abs(v.mean()) < 3 * v.std(ddof=1) / np.sqrt(len(v)), estimand
+        assert abs(v.mean()) <= 2.5 * v.std(ddof=1) / np.sqrt(len(v)), estimand
 
 
 def test_rejects_ato():
