@@ -244,6 +244,28 @@ class Covariates:
             col += len(levels) - 1
         return out
 
+    def condition_shift(self, cond, originals: dict, member: np.ndarray | None, n: int, mu: np.ndarray,
+                        weights: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """Centred covariate mean over the rows where a parsed condition holds (None: all
+        rows) among the rows of a metric group (``member``; None: every row), and their number.
+
+        >>> import pandas as pd
+        >>> from causalflow.expr import parse_condition
+        >>> cov = Covariates.from_frame(pd.DataFrame({"x": [1.0, 2.0, 3.0, 6.0]}), ["x"], {})
+        >>> cov.condition_shift(parse_condition("x > 1.5"), cov.original(), None, 4, cov.means(None, None), None)
+        (array([0.66666667]), 3)
+        """
+        if cond is None:
+            return np.zeros(self.q), n
+        mask = cond.evaluate(originals)
+        if member is not None:
+            mask &= member
+        size = int(mask.sum())
+        if size == 0:
+            raise ValidationError(f"condition_on {cond.text!r}: selects no rows"
+                                  + ("" if member is None else " with this metric observed"))
+        return self.means(np.flatnonzero(mask), weights) - mu, size
+
     def original(self) -> dict:
         """The original columns (labels for categoricals), for ``condition_on``."""
         if self.formula is not None:

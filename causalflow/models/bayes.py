@@ -871,16 +871,9 @@ class BayesianLinearRegressionResults:
         raise KeyError(k)
 
     def _shift(self, cond, g: _Group, originals) -> tuple[np.ndarray, int]:
-        if cond is None:
+        if cond is None:  # a model loaded from JSON has no data: the average needs none
             return np.zeros(self.layout.q), g.n
-        mask = cond.evaluate(originals)
-        if g.member is not None:
-            mask &= g.member
-        size = int(mask.sum())
-        if size == 0:
-            raise ValidationError(f"condition_on {cond.text!r}: selects no rows"
-                                  + ("" if g.member is None else " with this metric observed"))
-        return self.spec.covariates.means(np.flatnonzero(mask), self._weights) - g.mu, size
+        return self.spec.covariates.condition_shift(cond, originals, g.member, g.n, g.mu, self._weights)
 
     @staticmethod
     def _contrast_summary(post, D: np.ndarray, pos: int, alpha: float) -> tuple[dict, object]:

@@ -822,16 +822,7 @@ class LinearModelResults:
     def _shift(self, cond, g: _Group, originals) -> tuple[np.ndarray, int]:
         """Centred covariate mean over the rows of a parsed condition (None: all rows) of a
         metric group, and the number of those rows."""
-        if cond is None:
-            return np.zeros(self.layout.q), g.n
-        mask = cond.evaluate(originals)
-        if g.member is not None:
-            mask &= g.member
-        size = int(mask.sum())
-        if size == 0:
-            raise ValidationError(f"condition_on {cond.text!r}: selects no rows"
-                                  + ("" if g.member is None else " with this metric observed"))
-        return self.spec.covariates.means(np.flatnonzero(mask), self._source.weights) - g.mu, size
+        return self.spec.covariates.condition_shift(cond, originals, g.member, g.n, g.mu, self._source.weights)
 
     def _kind(self, estimand: str) -> FitKind:
         """The fit an estimand is a contrast of: 2SLS for LATE and (encouragement) ATE."""
