@@ -26,6 +26,15 @@ import causalflow as cf
 settings.register_profile("reproducible", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("reproducible")
+# Hypothesis (>= 6.131) also draws literals found in every local module imported so far, so
+# the examples would depend on which tests ran earlier in the same worker; without that pool
+# they depend only on the test (tests/test_reproducible.py checks). Private API, hence guarded.
+try:
+    from hypothesis.internal.conjecture import providers as _providers
+
+    _providers.is_local_module_file = lambda path: False
+except (ImportError, AttributeError):  # pragma: no cover
+    pass
 
 
 @dataclass
