@@ -39,6 +39,19 @@ def role_column(df: pd.DataFrame, name, argument: str, roles: dict, as_what: str
         raise ValidationError(f"{argument}: column {name!r} is the {roles[name]}, not {as_what}")
 
 
+def _covariate_column(df: pd.DataFrame, name, roles: dict) -> pd.Series:
+    """A covariate column, checked: a column without another role, no missing values, no dates."""
+    role_column(df, name, "exogenous_covariates", roles, "a covariate")
+    series = df[name]
+    if series.isna().any():
+        raise ValidationError(f"exogenous_covariates: column {name!r} has {int(series.isna().sum())} "
+                              "missing values; impute them (pre-treatment) or drop the rows")
+    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+        raise ValidationError(f"exogenous_covariates: column {name!r} holds dates or durations "
+                              f"({series.dtype}); convert it to a number (e.g. days since a date)")
+    return series
+
+
 @dataclass(frozen=True, slots=True)
 class Covariates:
     """Covariate columns and their expansion into design columns.
@@ -77,16 +90,9 @@ class Covariates:
     def from_frame(cls, df: pd.DataFrame, columns, roles: dict) -> Covariates:
         sources, names, level_names, numeric, categorical = [], [], [], [], []
         for name in columns:
-            role_column(df, name, "exogenous_covariates", roles, "a covariate")
             if name in sources:
                 raise ValidationError(f"exogenous_covariates: column {name!r} is listed twice")
-            series = df[name]
-            if series.isna().any():
-                raise ValidationError(f"exogenous_covariates: column {name!r} has {int(series.isna().sum())} "
-                                      "missing values; impute them (pre-treatment) or drop the rows")
-            if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
-                raise ValidationError(f"exogenous_covariates: column {name!r} holds dates or durations "
-                                      f"({series.dtype}); convert it to a number (e.g. days since a date)")
+            series = _covariate_column(df, name, roles)
             sources.append(name)
             if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
                 values = series.to_numpy(dtype=float)
@@ -175,14 +181,7 @@ class Covariates:
             raise ValidationError(f"exogenous_covariates: formula {formula!r} uses no column of the data")
         originals, levels = [], []
         for name in used:
-            role_column(df, name, "exogenous_covariates", roles, "a covariate")
-            series = df[name]
-            if series.isna().any():
-                raise ValidationError(f"exogenous_covariates: column {name!r} has {int(series.isna().sum())} "
-                                      "missing values; impute them (pre-treatment) or drop the rows")
-            if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
-                raise ValidationError(f"exogenous_covariates: column {name!r} holds dates or durations "
-                                      f"({series.dtype}); convert it to a number (e.g. days since a date)")
+            series = _covariate_column(df, name, roles)
             values = _original_values(series)
             if len(pd.unique(values)) < 2:
                 raise ValidationError(f"exogenous_covariates: column {name!r} is constant ({values[0]!r})")
