@@ -108,10 +108,22 @@ def table(summary: pd.DataFrame, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
-def section(md_table: str, reading: str, info: dict, args, seconds: dict, notes: list[str]) -> str:
+def variant_table(summary: pd.DataFrame) -> str:
+    """Default coverage % (length) and mean dof per (process, G, design, estimand)."""
+    lines = ["| process | G | design | estimand | default cov. % (length) | dof (mean) |", "|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lo, hi, sd0, sd1 = dgp.PROCESSES[r.process]
+        lines.append(f"| {r.process} ({lo}-{hi} rows, sd {sd0:g}/{sd1:g}) | {r.n_clusters} | "
+                     f"{DESIGN_LABEL[r.design]} | {r.estimand} | {100 * r.coverage:.1f} ({r.length:.2f}) | "
+                     f"{r.dof:.1f} |")
+    return "\n".join(lines)
+
+
+def section(md_table: str, reading: str, info: dict, args, seconds: dict, notes: list[str],
+            variants: str = "") -> str:
     reps = args.reps
     se = 100 * np.sqrt(dgp.LEVEL * (1 - dgp.LEVEL) / reps)
-    timing = ", ".join(f"G = {g}: {s:.0f} s" for g, s in seconds.items())
+    timing = ", ".join((f"G = {g}" if isinstance(g, int) else g) + f": {s:.0f} s" for g, s in seconds.items())
     notes = "".join(f"\n{note}\n" for note in notes)
     return f"""{SECTION}
 
@@ -129,7 +141,8 @@ cluster_by="store").add_metric(y="y", exogenous_covariates=["x"]).fit(LinearMode
 *default* no options (below 50 clusters the small-cluster covariance, column "default
 is"), *CR1-normal* `cov_type="CR1", inference="normal"`, *CR1-t* `cov_type="CR1"`
 (t(G - 1)), *CR2* `cov_type="CR2"` (t with the Satterthwaite dof of the contrast), *CR3*
-`cov_type="CR3"` (t(G - 1)). Cells: share of replications whose 95% interval covers the
+`cov_type="CR3"` (t with the Bell-McCaffrey dof of the contrast, `design_dof`; the
+default below 50 clusters). Cells: share of replications whose 95% interval covers the
 truth, in %, and the mean interval length.
 
 **R = {reps} replications per G and design, seed {args.seed}. Monte Carlo SE of a coverage
@@ -142,6 +155,12 @@ at {info['commit']}, Python {info['python']}, numpy {info['numpy']}, pandas {inf
 {md_table}
 
 {reading}
+
+**Other processes** (default only, R = {args.variant_reps}, seed {args.seed}; `PROCESSES` in
+`tests/few_clusters_dgp.py`: smallest / largest cluster, cluster sd in control / treatment),
+to check that the default is not tuned to the process above:
+
+{variants}
 """
 
 
@@ -182,6 +201,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--seed", type=int, default=dgp.SEED)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--clusters", default="10,20,40")
+    ap.add_argument("--processes", default="mild,equal,same-sd,wide",
+                    help="other processes of few_clusters_dgp.PROCESSES, default fit only ('' for none)")
+    ap.add_argument("--variant-reps", type=int, default=1000)
     ap.add_argument("--no-readme", action="store_true", help="print the table only")
     ap.add_argument("--readme", default=README, help="the file whose section is replaced")
     args = ap.parse_args(argv)
@@ -196,13 +218,24 @@ def main(argv=None) -> pd.DataFrame:
             parts.append(dgp.run(g, design, args.reps, args.seed, methods, n_jobs=args.jobs, skip=skip))
         seconds[g] = time.perf_counter() - t0
         print(f"G = {g}: {seconds[g]:.0f} s", flush=True)
+    variant_parts = []
+    for process in filter(None, args.processes.split(",")):
+        t0 = time.perf_counter()
+        for g in (int(v) for v in args.clusters.split(",")):
+            for design in dgp.DESIGNS:
+                variant_parts.append(dgp.run(g, design, args.variant_reps, args.seed, {"default": {}},
+                                             n_jobs=args.jobs, process=process))
+        seconds[process] = time.perf_counter() - t0
+        print(f"{process}: {seconds[process]:.0f} s", flush=True)
     info["load"] = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     summary = dgp.summarise(pd.concat(parts, ignore_index=True))
     md = table(summary, list(methods))
+    variants = variant_table(dgp.summarise(pd.concat(variant_parts, ignore_index=True))) if variant_parts else ""
     print(md)
     print(verdict(summary))
+    print(variants)
     if not args.no_readme:
-        write_section(section(md, verdict(summary), info, args, seconds, notes), args.readme)
+        write_section(section(md, verdict(summary), info, args, seconds, notes, variants), args.readme)
         print(f"written to {args.readme}")
     return summary
 

@@ -176,7 +176,10 @@ class Design:
         if self.expected_allocation is not None:
             lines.append("  expected allocation: " + ", ".join(
                 f"{a!r}: {s:.3f}" for a, s in self.expected_allocation.items()))
-        if self.cluster:
+        if self.cluster and self.cov_type == "CR3":
+            dof = (f"t with the Bell-McCaffrey degrees of freedom of each effect (at most "
+                   f"{self.n_clusters - 1}, fewer when a few clusters dominate)")
+        elif self.cluster:
             dof = f"t with {self.n_clusters - 1} degrees of freedom (clusters - 1)"
         else:
             dof = "t with n - p degrees of freedom"

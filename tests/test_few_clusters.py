@@ -15,16 +15,14 @@ try:
 except ImportError:  # tests/ itself on sys.path (pytest rootdir insertion)
     import few_clusters_dgp as dgp
 
-# R = 750 replications per cell: the Monte Carlo SE of a coverage near 0.92 is
-# sqrt(0.92 * 0.08 / 750) = 0.0099, so each band is the benchmark's coverage (R = 2000,
-# benchmarks/README.md, "Few clusters") +- 2.5 SE = +-0.025. These are the measured claims,
-# not the issue's 93-97% target: on this process (sizes 5..200, cluster sd 1 vs 2) the
-# default CR3 with t(G - 1) covers 90.5-94.2%, below 93% at G = 10, for G = 20 A/B and
-# G = 40 encouragement (CR2 is no better); the target is open (see the issue note).
-REPS = 750
-MEASURED = {(10, "ab"): 0.918, (10, "encouragement"): 0.905, (20, "ab"): 0.922,
-            (20, "encouragement"): 0.935, (40, "ab"): 0.942, (40, "encouragement"): 0.925}
-HALF_WIDTH = 0.025
+# The issue's target: the default's 95% intervals cover in 93-97% of replications with 10,
+# 20 and 40 clusters of unequal size and arm-dependent cluster variance. R = 2000 per cell
+# (as the benchmark), fixed seed: the Monte Carlo SE of a coverage near 0.95 is 0.0049, so
+# a default that truly covered 0.95 lands in the band with probability > 0.999 per cell,
+# and one that covered 0.92 (CR3 with t(G - 1) on this process) falls below 0.93 in about
+# 95% of runs. benchmarks/README.md ("Few clusters") has the table with every covariance.
+REPS = 2000
+TARGET = (0.93, 0.97)
 
 
 def _coverage(records, method: str, estimand: str) -> float:
@@ -34,17 +32,17 @@ def _coverage(records, method: str, estimand: str) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("design,estimand", [("ab", "ATE"), ("encouragement", "LATE")])
+@pytest.mark.parametrize("design,estimands", [("ab", ("ATE",)), ("encouragement", ("LATE", "ITT"))])
 @pytest.mark.parametrize("n_clusters", [10, 20, 40])
-def test_default_intervals_cover_as_measured(n_clusters, design, estimand):
+def test_default_intervals_cover_93_to_97_percent(n_clusters, design, estimands):
     records = dgp.run(n_clusters, design, REPS, dgp.SEED, {"default": {}}, n_jobs=2)
     assert len(records.rep.unique()) == REPS
-    coverage = _coverage(records, "default", estimand)
-    se = math.sqrt(coverage * (1 - coverage) / REPS)
-    print(f"G = {n_clusters}, {design} {estimand}: default ({records.cov_type.iloc[0]}) covers "
-          f"{coverage:.3f} (MC SE {se:.3f}) of {REPS}")
-    expected = MEASURED[(n_clusters, design)]
-    assert expected - HALF_WIDTH <= coverage <= min(expected + HALF_WIDTH, 0.97)
+    assert set(records.cov_type) == {"CR3"}
+    for estimand in estimands:
+        coverage = _coverage(records, "default", estimand)
+        se = math.sqrt(coverage * (1 - coverage) / REPS)
+        print(f"G = {n_clusters}, {design} {estimand}: default covers {coverage:.4f} (MC SE {se:.4f})")
+        assert TARGET[0] <= coverage <= TARGET[1], (n_clusters, design, estimand, coverage)
 
 
 def test_cr1_normal_under_covers_with_ten_clusters():

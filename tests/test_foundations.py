@@ -139,27 +139,38 @@ def test_records_say_which_covariance_and_dof_and_use_t_quantiles():
     for cov_type in ("CR1", "CR3"):
         model = data.add_metric(y="y").fit(cf.LinearModel(cov_type=cov_type))
         row = model.infer_effect().to_frame().iloc[0]
-        assert (row.cov_type, row.dof) == (cov_type, 19)
-        half = stats.t.isf(0.025, 19) * row.std_error
+        dof = row.dof
+        assert row.cov_type == cov_type
+        if cov_type == "CR1":
+            assert dof == 19
+        else:  # the Bell-McCaffrey dof: unequal clusters (3 to 29 rows) have fewer than G - 1
+            assert 5 < dof < 18.5
+        half = stats.t.isf(0.025, dof) * row.std_error
         assert row.ci_upper - row.estimate == pytest.approx(half, rel=1e-12)
-        assert row.p_value == pytest.approx(2 * stats.t.sf(abs(row.estimate / row.std_error), 19), rel=1e-12)
+        assert row.p_value == pytest.approx(2 * stats.t.sf(abs(row.estimate / row.std_error), dof), rel=1e-12)
         normal = data.add_metric(y="y").fit(cf.LinearModel(cov_type=cov_type, inference="normal"))
         row_n = normal.infer_effect().to_frame().iloc[0]
         assert row_n.ci_upper - row_n.estimate == pytest.approx(stats.norm.isf(0.025) * row.std_error, rel=1e-12)
-        assert "t quantiles, dof 19" in model.infer_effect().summary()
+        assert f"t quantiles, dof {dof:.4g}" in model.infer_effect().summary()
     default = data.add_metric(y="y").fit(cf.LinearModel)
     assert default.cov_type == data.design.cov_type
 
 
-def test_planning_uses_the_fit_reference_with_clusters():
-    """The power of a cluster design uses t(G - 1), the fitted model's reference."""
+@pytest.mark.parametrize("n_clusters", [20, 60])
+def test_planning_uses_the_fit_reference_with_clusters(n_clusters):
+    """The power of a cluster design uses the fitted model's t reference: below 50 clusters
+    the CR3 default's Bell-McCaffrey dof, which for G/2 + G/2 equal clusters is the dof a fit
+    of such a design reports (G - 2); from 50 clusters on CR1's G - 1."""
     common = dict(sd=1.0, icc=0.1, cluster_size=20.0, alpha=0.05)
-    plan = cf.power(0.3, 400, **common)
-    G = 400 / 20
-    se = plan.std_error
-    crit = stats.t.isf(0.025, G - 1)
-    lam = 0.3 / se
-    expected = stats.nct.sf(crit, G - 1, lam) + stats.nct.cdf(-crit, G - 1, lam)
+    plan = cf.power(0.3, 20 * n_clusters, **common)
+    units = np.repeat(np.arange(n_clusters), 20)
+    table = pd.DataFrame({"store": units, "t": units % 2, "y": np.sin(np.arange(len(units)))})
+    fitted = cf.ExperimentData(table, intent_to_treat="t", cluster_by="store").add_metric(y="y").fit(
+        cf.LinearModel).infer_effect().to_frame().dof.iloc[0]
+    assert fitted == pytest.approx(n_clusters - 2 if n_clusters < 50 else n_clusters - 1, rel=1e-9)
+    crit = stats.t.isf(0.025, fitted)
+    lam = 0.3 / plan.std_error
+    expected = stats.nct.sf(crit, fitted, lam) + stats.nct.cdf(-crit, fitted, lam)
     assert plan.power == pytest.approx(expected, rel=1e-6)
 
 

@@ -337,3 +337,67 @@ def test_cr2_validates_inputs():
         cr2(Z, -np.ones(4), np.ones(4), np.array([0, 1, 1, 0]), 2, None, np.eye(1))
     with pytest.raises(ValidationError, match="columns"):
         cr2(Z, None, np.ones(4), np.array([0, 1, 1, 0]), 2, None, np.eye(1), np.ones((1, 2)))
+
+
+# -- design_dof: the Bell-McCaffrey dof of the CR3 default ------------------------------------
+
+def _explicit_bm_dof(Xt: np.ndarray, codes: np.ndarray, A: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """The textbook route, rows and G x G matrix explicit: Gamma_g = I - H_gg for the
+    regressors Xt (already scaled by W^1/2), its inverse square root by eigh, p_g =
+    (I - H)_{g.}' Gamma_g^-1/2 Xt_g A d and nu = tr(P)^2 / ||P||_F^2."""
+    n = len(Xt)
+    H = Xt @ A @ Xt.T
+    out = []
+    for d in D:
+        ps = []
+        for g in np.unique(codes):
+            idx = np.flatnonzero(codes == g)
+            lam, vec = np.linalg.eigh(np.eye(len(idx)) - H[np.ix_(idx, idx)])
+            root = (vec / np.sqrt(np.clip(lam, 1e-300, None))) @ vec.T
+            ps.append((np.eye(n) - H)[idx].T @ (root @ Xt[idx] @ A @ d))
+        P = np.array([[a @ b for b in ps] for a in ps])
+        out.append(np.trace(P) ** 2 / (P ** 2).sum())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("iv", [False, True])
+def test_design_dof_equals_the_explicit_satterthwaite_formula(weighted, iv):
+    """design_dof works from per-cluster cross-products (p x p matrices); the reference forms
+    every n_g x n_g adjustment and the G x G matrix P. Same closed form in double precision:
+    rtol 1e-10. With weights the working model is Var(e) = W^-1, i.e. the unweighted formula
+    on W^1/2 Xh."""
+    rng = np.random.default_rng(3)
+    G = 9
+    codes = np.repeat(np.arange(G), rng.integers(1, 12, G))
+    n = len(codes)
+    a = rng.integers(0, 2, n).astype(float)
+    x = rng.normal(size=n)
+    Z = np.c_[np.ones(n), a, x, a * x]
+    d = (rng.random(n) < 0.2 + 0.5 * a).astype(float)
+    X = np.c_[np.ones(n), d, x, d * x] if iv else None
+    w = rng.uniform(0.5, 3.0, n) if weighted else None
+    ww = np.ones(n) if w is None else w
+    pi = None if X is None else np.linalg.solve((Z.T * ww) @ Z, (Z.T * ww) @ X)
+    Xh = Z if pi is None else Z @ pi
+    A = np.linalg.inv((Xh.T * ww) @ Xh)
+    D = rng.normal(size=(3, 4))
+    cp = cluster_cross_products(Z, X, rng.normal(size=(n, 2)), w, codes, G)
+    got = small_sample.design_dof(cp, pi, A, D)
+    np.testing.assert_allclose(got, _explicit_bm_dof(Xh * np.sqrt(ww)[:, None], codes, A, D), rtol=1e-10)
+    if not weighted:  # and then they are cr2's (clubSandwich's) Satterthwaite dof
+        np.testing.assert_allclose(got, cr2(Z, None, np.zeros((n, 1)), codes, G, pi, A, D).dof, rtol=1e-10)
+
+
+@pytest.mark.parametrize("treated,control", [(5, 5), (3, 7), (10, 30)])
+def test_design_dof_of_a_difference_in_means_is_welch_in_cluster_counts(treated, control):
+    """Equal clusters, the treatment assigned by cluster: the Bell-McCaffrey dof of the
+    difference in means is Welch's formula with cluster counts (closed form; what planning
+    uses). rtol 1e-10."""
+    G = treated + control
+    codes = np.repeat(np.arange(G), 6)
+    Z = np.c_[np.ones(len(codes)), codes < treated]
+    cp = cluster_cross_products(Z, None, np.zeros((len(codes), 1)), None, codes, G)
+    got = small_sample.design_dof(cp, None, np.linalg.inv(Z.T @ Z), [[0.0, 1.0]])[0]
+    welch = (1 / treated + 1 / control) ** 2 / (1 / (treated ** 2 * (treated - 1)) + 1 / (control ** 2 * (control - 1)))
+    assert got == pytest.approx(welch, rel=1e-10)

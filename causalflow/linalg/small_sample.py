@@ -94,7 +94,7 @@ from ..errors import ValidationError
 from .threads import single_blas_thread
 from .twosls import Moments
 
-__all__ = ["CR2Cov", "ClusterCrossProducts", "cluster_cross_products", "cr2", "cr3_cov",
+__all__ = ["CR2Cov", "ClusterCrossProducts", "cluster_cross_products", "cr2", "cr3_cov", "design_dof",
            "jackknife_coefs"]
 
 #: padded rows processed at once by :func:`cr2`
@@ -492,12 +492,83 @@ def cr2(Z, w, E, codes, n_clusters: int, pi: np.ndarray | None, bread: np.ndarra
 
     sums = np.zeros((n_clusters, m * K))
     sums[seen] = T.reshape(G, m * K)
-    cov = sums.T @ sums
+    return CR2Cov(sums.T @ sums, _satterthwaite(gg, F, C), G, sums)
+
+
+def _satterthwaite(gg: np.ndarray, F: np.ndarray, C: np.ndarray) -> np.ndarray:
+    r"""Per contrast, :math:`(\mathrm{tr}\,P)^2 / \lVert P\rVert_F^2` for the G x G matrices
+    :math:`P = \mathrm{diag}(c) + F C F'` (module docstring), from ``gg`` (G, m) = c,
+    ``F`` (G, 2p, m) and ``C`` (2p, 2p), without forming P: O(G p^2 m)."""
     Fm = np.ascontiguousarray(F.transpose(2, 0, 1))                     # (m, G, 2p)
     d = ((Fm @ C) * Fm).sum(axis=2).T                                    # (G, m): diag of F C F'
     trace = gg.sum(axis=0) + d.sum(axis=0)
     CS = C @ (Fm.transpose(0, 2, 1) @ Fm)                                # C F'F per contrast
     fro2 = (gg ** 2).sum(axis=0) + 2.0 * (gg * d).sum(axis=0) + np.einsum("mab,mba->m", CS, CS)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dof = trace ** 2 / fro2
-    return CR2Cov(cov, dof, G, sums)
+        return trace ** 2 / fro2
+
+
+def design_dof(cp: ClusterCrossProducts, pi: np.ndarray | None, bread: np.ndarray,
+               D: np.ndarray | None = None) -> np.ndarray:
+    r"""The Bell-McCaffrey degrees of freedom of each contrast (row of D), from per-cluster
+    cross-products only: the t reference of the CR3 default with few clusters.
+
+    They are the Satterthwaite dof of the CR2 variance (module docstring) under the working
+    model :math:`\mathrm{Var}(\varepsilon) = W^{-1}`, i.e. of the unweighted regression of
+    :math:`W^{1/2}y` on :math:`\tilde X = W^{1/2}\hat X` (Bell and McCaffrey 2002;
+    Imbens and Kolesar 2016, *REStat* 98, 701-712, who recommend them as the effective
+    number of clusters of a contrast). There :math:`\Gamma_g = I - \tilde X_g A\tilde X_g'`,
+    and since :math:`f(\tilde X_g A\tilde X_g')\tilde X_g = \tilde X_g f(AM_g)` for any
+    power series f, with :math:`M_g = \hat X_g'W_g\hat X_g`,
+
+    .. math:: u_g = \Gamma_g^{-1/2}\tilde X_g A d = \tilde X_g v_g, \quad
+              v_g = A^{1/2}(I - S_g)^{-1/2}A^{1/2}d, \quad S_g = A^{1/2}M_gA^{1/2},
+
+    and :math:`P_{gh} = \delta_{gh}\,v_g'M_gv_g - (M_gv_g)'A(M_hv_h)`,
+    :math:`\nu = (\mathrm{tr}\,P)^2/\lVert P\rVert_F^2`: O(G p^3), no row, so the
+    warehouse backends can serve it too. Without weights they equal :func:`cr2`'s dof
+    (clubSandwich's Satterthwaite dof); with weights :func:`cr2` keeps clubSandwich's
+    working model :math:`\Phi = I`, which needs the rows. The dof depend on the design
+    only: G - 1 when every cluster has the same design, fewer when a few large or
+    high-leverage clusters dominate the variance. For 2SLS, :math:`\hat X = Z\Pi`.
+
+    Parameters
+    ----------
+    cp : ClusterCrossProducts of the fit's rows
+    pi : (p, p) first stage, or None for OLS / WLS
+    bread : (p, p) A = (Xh'W Xh)^-1
+    D : (m, p) contrasts (default: the identity)
+
+    Examples
+    --------
+    Ten clusters with the same design: G - 1 = 9; make one cluster hold half the rows and
+    the difference in means has far fewer effective clusters.
+
+    >>> Z = np.c_[np.ones(40), np.tile([0., 1.], 20)]; codes = np.repeat(np.arange(10), 4)
+    >>> Y = np.zeros((40, 1))
+    >>> cp = cluster_cross_products(Z, None, Y, None, codes, 10)
+    >>> np.round(design_dof(cp, None, np.linalg.inv(Z.T @ Z), [[0., 1.]]), 8).tolist()
+    [9.0]
+    >>> codes = np.r_[np.zeros(20, dtype=int), np.repeat(np.arange(1, 6), 4)]
+    >>> cp = cluster_cross_products(Z, None, Y, None, codes, 6)
+    >>> round(float(design_dof(cp, None, np.linalg.inv(Z.T @ Z), [[0., 1.]])[0]), 2)
+    2.79
+    """
+    seen = cp.n > 0
+    M = cp.zwz[seen]
+    p = M.shape[-1]
+    if pi is not None:
+        pi = np.asarray(pi, dtype=float)
+        M = pi.T @ M @ pi
+    A = np.asarray(bread, dtype=float)
+    D = np.eye(p) if D is None else np.atleast_2d(np.asarray(D, dtype=float))
+    ev, vec = np.linalg.eigh(0.5 * (A + A.T))
+    root = (vec * np.sqrt(np.clip(ev, 0.0, None))) @ vec.T                 # A^1/2
+    lam, Y = np.linalg.eigh(root @ M @ root)                               # S_g = Y diag(lam) Y'
+    gap = 1.0 - lam
+    f = np.where(gap > _PINV_TOL, 1.0 / np.sqrt(np.where(gap > _PINV_TOL, gap, 1.0)), 0.0)
+    v = root @ (Y * f[:, None, :]) @ Y.transpose(0, 2, 1) @ (root @ D.T)   # (G, p, m)
+    a = M @ v                                                              # Xt_g'u_g
+    gg = np.einsum("gpm,gpm->gm", v, a)                                    # u_g'u_g
+    C = np.block([[A, -A], [-A, np.zeros((p, p))]])                        # Omega = A here
+    return _satterthwaite(gg, np.concatenate([a, a], axis=1), C)

@@ -33,7 +33,7 @@ from ..linalg.sandwich import (
     ScoreAccumulator,
     default_cov_type,
 )
-from ..linalg.small_sample import ClusterCrossProducts, cluster_cross_products, cr2, jackknife_coefs
+from ..linalg.small_sample import ClusterCrossProducts, cluster_cross_products, cr2, design_dof, jackknife_coefs
 from ..linalg.threads import single_blas_thread
 from ..linalg.twosls import TwoSLSFit, solve_2sls
 from ..validate import check_alpha, check_choice
@@ -70,8 +70,9 @@ class LinearModel:
         See :mod:`causalflow.linalg.sandwich` and :mod:`causalflow.linalg.small_sample`.
     inference : {"t", "normal"}
         Reference distribution of fixed-horizon p-values and intervals: t with the
-        covariance's degrees of freedom (G - 1 for CR0/CR1/CR3, n - p for HC,
-        Bell-McCaffrey / Pustejovsky-Tipton Satterthwaite dof for CR2), or normal.
+        covariance's degrees of freedom (n - p for HC, G - 1 for CR0/CR1, per contrast the
+        Bell-McCaffrey / Pustejovsky-Tipton Satterthwaite dof for CR2 and the Bell-McCaffrey
+        dof of :func:`causalflow.linalg.small_sample.design_dof` for CR3), or normal.
     av_g, av_planned_n : float, optional
         Tuning of the anytime-valid columns (``av_p_value``, ``av_ci_*``; Lindon et al.,
         arXiv:2210.08589; see :mod:`causalflow.linalg.anytime`): the mixture precision g,
@@ -473,6 +474,7 @@ class LinearModelResults:
             dof[s:s + m * K] = self.covariance.dof(g.n, self.layout.p, g.n_clusters)
         if self.covariance.meat == "jackknife":
             gram = self._jackknife_gram(requests, layout)
+            dof = self._jackknife_dof(requests, layout)
         elif self.covariance.meat == "bias_reduced":
             gram, dof = self._bias_reduced_gram(requests, layout)
         else:
@@ -514,6 +516,17 @@ class LinearModelResults:
                     shift[:, term.row] += np.einsum("gl,glk->gk", change, jack[:, term.coef])
             T[:, s:s + m * K] = np.nan_to_num(shift.reshape(G, m * K), nan=0.0)  # clusters without rows
         return T.T @ T
+
+    def _jackknife_dof(self, requests: list, layout: list) -> np.ndarray:
+        """CR3's t reference: per contrast the effective number of clusters
+        (:func:`causalflow.linalg.small_sample.design_dof`, the Bell-McCaffrey dof; design-only, from the per-cluster
+        cross-products; a LATE's contrast sits at the estimated complier means)."""
+        dof = np.empty(layout[-1][0] + layout[-1][1] * layout[-1][2])
+        for (gi, kind, D, _), (s, m, K) in zip(requests, layout):
+            fit = self._groups[gi].fits[kind]
+            nu = design_dof(self._cluster_moments(gi), fit.pi if kind == "iv" else None, fit.bread, D)
+            dof[s:s + m * K] = np.repeat(nu, K)
+        return dof
 
     def _cluster_moments(self, gi: int) -> ClusterCrossProducts:
         """Per-cluster cross-products of a metric group's rows (one pass, cached)."""

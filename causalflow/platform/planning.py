@@ -39,9 +39,13 @@ over the control mean :math:`\mu_c` (``baseline_mean``). The estimate
 **Tests.** With :math:`\lambda = \text{effect}/\mathrm{SE}` the power of the two-sided
 level-:math:`\alpha` test is :math:`P(T > c) + P(T < -c)` with T noncentral t
 (``test="t"``, the reference of the fitted model: df = units of all arms minus the number
-of arms, or clusters - 1 in a cluster design as the fit's CR1 / CR3 t reference; for two
-arms without clusters this is the classical two-sample t-test, identical to statsmodels'
-``TTestIndPower``) or normal (``test="z"``, statsmodels' ``NormalIndPower``).
+of arms; in a cluster design G - 1 (CR1) from 50 clusters on, and below the CR3 default's
+Bell-McCaffrey dof for equal clusters, which for :math:`G_t` treated and :math:`G_c`
+control clusters is Welch's
+:math:`(1/G_t + 1/G_c)^2 / (1/(G_t^2(G_t - 1)) + 1/(G_c^2(G_c - 1)))` (G - 2 when
+balanced; the smallest arm's with several arms); for two arms without clusters this is
+the classical two-sample t-test, identical to statsmodels' ``TTestIndPower``) or normal
+(``test="z"``, statsmodels' ``NormalIndPower``).
 ``test="anytime"`` uses the anytime-valid confidence-sequence multiplier
 :math:`c(g^*; n, \nu, \alpha)` of Lindon et al. (arXiv:2210.08589) with g tuned to the
 planned horizon (:func:`causalflow.linalg.anytime.optimal_g`; n = units, or clusters in a
@@ -73,6 +77,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from ..errors import ValidationError
+from ..linalg.sandwich import default_cov_type
 from ..validate import to_pandas
 
 __all__ = [
@@ -354,9 +359,19 @@ def _critical(plan: _Plan, n: float) -> tuple[float, float]:
     a = plan.alpha / 2 if plan.alternative == "two-sided" else plan.alpha
     if plan.test == "z":
         return float(stats.norm.isf(a)), np.inf
-    # the reference of the fitted model: G - 1 with clusters (CR1 / CR3), n - (number of arms)
-    # without (n - p of a fit without covariates)
-    df = units - 1.0 if plan.clustered else units - plan.allocation.size
+    # the reference of the fitted model: without clusters n - (number of arms) (n - p of a
+    # fit without covariates); with clusters G - 1 (CR1, from FEW_CLUSTERS clusters on) or,
+    # below, the CR3 default's Bell-McCaffrey dof of the smallest arm's difference in means
+    # with equal clusters, which is Welch's formula in cluster counts (design_dof)
+    if not plan.clustered:
+        df = units - plan.allocation.size
+    elif default_cov_type(int(round(units))) == "CR1":
+        df = units - 1.0
+    else:
+        g_c, g_t = units * plan.allocation[0], units * plan.allocation[1:].min()
+        if min(g_c, g_t) <= 1:
+            return np.inf, 0.0
+        df = (1 / g_t + 1 / g_c) ** 2 / (1 / (g_t ** 2 * (g_t - 1)) + 1 / (g_c ** 2 * (g_c - 1)))
     return float(stats.t.isf(a, df)), float(df)
 
 
@@ -582,7 +597,7 @@ def power(effect: float, n: float, *, sd: float | None = None, pilot=None,
     Examples
     --------
     >>> round(power(effect=0.2, n=800, sd=1.0, icc=0.02, cluster_size=20).power, 3)
-    0.651
+    0.65
     """
     plan = _plan_of(locals())
     e = _check_effect(plan, effect)
