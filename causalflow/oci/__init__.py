@@ -19,10 +19,12 @@ from .loop import Iteration, OCIRun, run
 from .plan import ESTIMANDS, Plan, prepare_data
 from .runner import EstimandResult, SpecResult, run_spec
 from .spec import Spec, apply_change
+from .suite import evaluate_suite
 
 __all__ = [
     "ESTIMANDS", "Actor", "ActorStep", "AnthropicClient", "Critic", "Critique", "EstimandResult",
     "Iteration", "LLMActor", "LLMClient", "LLMCritic", "OCIRun", "OpenAIClient", "Plan", "Proposal",
     "RuleActor", "RuleCritic", "Spec", "SpecResult", "Thresholds", "Verdict", "apply_change",
-    "evaluate_acic", "get_learner", "learner_names", "prepare_data", "register_learner", "run", "run_spec",
+    "evaluate_acic", "evaluate_suite", "get_learner", "learner_names", "prepare_data", "register_learner",
+    "run", "run_spec",
 ]

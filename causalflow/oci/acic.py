@@ -558,8 +558,7 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
     result made with other options (learners, folds, seed, final stage, splits, iteration cap)
     raises a :class:`ValidationError` before any work. ``learner_modules``: see
     :func:`evaluate_dataset` (for example ``["benchmarks.acic.research_learners"]``)."""
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
+    from joblib import delayed
 
     learner_modules = tuple(learner_modules)
     for module in learner_modules:  # here too, to fail before any work when one cannot be imported
@@ -581,15 +580,24 @@ def evaluate(data: str | os.PathLike | None, out: str | os.PathLike, *, n_jobs: 
                                       final_stage=final_stage, n_repeats=n_repeats,
                                       artifact_level=artifact_level, learner_modules=learner_modules)
             for s, k in todo)
-    bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="ACIC data sets", unit="set",
-               disable=not progress, file=sys.stderr)
+    run_with_progress(jobs, len(keys), len(keys) - len(todo), "ACIC data sets", n_jobs, progress)
+    wall = time.perf_counter() - t0
+    return summarise(out, root, wall_seconds=wall if todo else None)
+
+
+def run_with_progress(jobs, total: int, done: int, desc: str, n_jobs: int, progress: bool) -> None:
+    """Run joblib ``jobs`` (results are written by the jobs themselves) on ``n_jobs``
+    processes, in any order, with a progress bar on stderr of ``total`` data sets of which
+    ``done`` were already there (a resumed evaluation)."""
+    from joblib import Parallel
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=done, desc=desc, unit="set", disable=not progress, file=sys.stderr)
     try:
         for _ in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
             bar.update(1)
     finally:
         bar.close()
-    wall = time.perf_counter() - t0
-    return summarise(out, root, wall_seconds=wall if todo else None)
 
 
 def cli_main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,16 @@
 
 Layout under the run folder::
 
-    run.json                      index: plan, stop reason, every iteration and its files
+    run.json                      index: plan, stop reason, every iteration and its files,
+                                  the reported (most credible) and the last iteration
+    report.md report.html         the run report: which iteration is reported and why, every iteration
     data.parquet                  the study population (level "full": the notebooks read it)
     iteration_01/
       plan.json spec.json results.json diagnostics.json critique.json
       report.md                   (every level)
       report.html plots/*.png     (level "standard" and "full"; HTML embeds the PNGs)
-      notebook.ipynb              (level "full"; executed: re-runs the spec, checks results.json)
+      notebook.ipynb              (level "full" unless notebook=False; executed: re-runs the spec,
+                                  checks results.json)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
+from .formatting import fmt_number
 from .plan import AnalysisData
 from .records import Iteration, OCIRun
 
@@ -221,11 +225,7 @@ _PLOTS = {"overlap": plot_overlap, "love": plot_love, "estimates": plot_estimate
 
 # ---------------------------------------------------------------------------- reports
 def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "-" if not math.isfinite(value) else f"{value:.4g}"
-    return str(value)
+    return fmt_number(value)
 
 
 def report_blocks(it: Iteration, plan_dict: dict) -> list[tuple]:
@@ -360,10 +360,26 @@ def build_notebook(it: Iteration):
 
 
 def execute_notebook(nb, folder: Path, timeout: int = 600):
+    """Execute ``nb`` in ``folder`` with a fresh python3 kernel, quietly.
+
+    The kernel talks to this process over IPC (Unix domain sockets under the Jupyter
+    temporary folder) instead of the default TCP on localhost: ipykernel warns on its
+    stderr, which is this terminal's, that a TCP kernel "is running over TCP without
+    encryption" (``IPKernelApp.init_sockets``), once per iteration. IPC is the transport
+    that warning recommends; nothing else about the execution changes.
+    """
     nbclient = require("nbclient", "oci")
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(folder)}})
-    client.execute()
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="cf-kernel-") as sockets:
+        config = Config()
+        config.KernelManager.transport = "ipc"
+        # an absolute socket path: the default ("kernel-ipc") is relative to the working
+        # folder, which differs between this process and the kernel (it runs in ``folder``)
+        config.KernelManager.ip = os.path.join(sockets, "kernel")
+        client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", config=config,
+                                         resources={"metadata": {"path": str(folder)}})
+        client.execute()
     return nb
 
 
@@ -382,16 +398,21 @@ class ArtifactWriter:
     level : "minimal", "standard" or "full"
     analysis : AnalysisData
         Saved as ``data.parquet`` at level "full" so the notebooks can re-run.
+    notebook : bool
+        At level "full", write and execute the notebook (False: everything else of "full",
+        no notebook and no ``data.parquet``; for batch evaluations).
     """
 
-    def __init__(self, root, level: str, analysis: AnalysisData):
-        for module in _LEVEL_NEEDS[level]:  # fail before the first iteration, not after it
+    def __init__(self, root, level: str, analysis: AnalysisData, notebook: bool = True):
+        self.notebook = level == "full" and notebook
+        needs = _LEVEL_NEEDS[level] if self.notebook or level != "full" else _LEVEL_NEEDS["standard"]
+        for module in needs:  # fail before the first iteration, not after it
             require(module, "oci")
         self.root = Path(root)
         self.level = level
         self.analysis = analysis
         self.root.mkdir(parents=True, exist_ok=True)
-        if level == "full":
+        if self.notebook:
             buffer = io.BytesIO()
             analysis.frame.to_parquet(buffer, index=False)
             atomic_write(self.root / "data.parquet", buffer.getvalue())
@@ -423,20 +444,31 @@ class ArtifactWriter:
         put("report.md", render_markdown(blocks, images))
         if self.level in ("standard", "full"):
             put("report.html", render_html(blocks, images))
-        if self.level == "full":
+        if self.notebook:
             nb = execute_notebook(build_notebook(it), folder)
             put("notebook.ipynb", require("nbformat", "oci").writes(nb))
         return replace(it, files=files)
 
-    def write_index(self, run: OCIRun) -> Path:
+    def write_index(self, run: OCIRun, summary_blocks=None) -> Path:
+        """Write ``run.json`` (last) and, given the run report's blocks, ``report.md`` (and
+        ``report.html`` above level "minimal") in the run folder."""
+        if summary_blocks is not None:
+            atomic_write(self.root / "report.md", render_markdown(summary_blocks, {}))
+            if self.level in ("standard", "full"):
+                atomic_write(self.root / "report.html", render_html(summary_blocks, {}))
         index = {
             "plan": run.plan.to_dict(), "stop_reason": run.stop_reason, "stop_detail": run.stop_detail,
             "artifact_level": self.level,
-            "data": "data.parquet" if self.level == "full" else None,
+            "data": "data.parquet" if self.notebook else None,
             "iterations": [{"index": it.index, "spec_key": it.spec.key(), "actor": it.actor.source,
                             "verdicts": it.verdicts, "n_proposals": len(it.critique.proposals),
+                            "base": it.base, "applied": [p.to_dict() for p in it.applied],
+                            "table": it.to_frame().to_dict(orient="records"),
                             "files": it.files} for it in run.iterations],
-            "final": {"iteration": run.final.index,
+            "final": {"iteration": run.final.index, "reason": run.final_reason,
                       "table": run.final.to_frame().to_dict(orient="records")},
+            "last": {"iteration": run.last.index},
+            "rejected": [p.to_dict() for p in run.rejected],
+            "report": "report.md" if summary_blocks is not None else None,
         }
         return atomic_write(self.root / "run.json", _dumps(index))

@@ -1,7 +1,8 @@
 """``causalflow oci ...``: run the OCI loop on a plan file, or show a finished run.
 
-    causalflow oci run PLAN --out DIR [--max-iterations 3] [--artifact-level full]
+    causalflow oci run PLAN --out DIR [--max-iterations 3] [--artifact-level full] [--no-notebook]
     causalflow oci show DIR
+    causalflow oci eval SUITE --out DIR     (SUITE: acic, nie_wager, real, all; see oci/suite.py)
 
 Sub-commands are a dispatch table (name -> (function, help)) so features can add
 their own (for example ``eval-acic``).
@@ -25,6 +26,8 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--max-iterations", type=int, default=3)
     parser.add_argument("--artifact-level", choices=["minimal", "standard", "full"], default="full")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-notebook", action="store_true",
+                        help="skip the executed notebook of level full (batch evaluation)")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
@@ -39,12 +42,14 @@ def _run(argv: list[str]) -> int:
 
     try:
         result = run(args.plan, max_iterations=args.max_iterations, artifacts=args.out,
-                     artifact_level=args.artifact_level, progress=progress)
+                     artifact_level=args.artifact_level, progress=progress, notebook=not args.no_notebook)
     finally:
         bar.close()
+    from .summary import summary_text
+
     print(f"stopped: {result.stop_reason} after {len(result.iterations)} iteration(s)")
-    print(result.final.to_frame().to_string(index=False))
-    print(f"artifacts: {args.out}/run.json")
+    print(summary_text(result))
+    print(f"artifacts: {args.out}/run.json, report: {args.out}/report.md")
     return 0
 
 
@@ -64,8 +69,12 @@ def _show(argv: list[str]) -> int:
     for it in index["iterations"]:
         verdicts = ", ".join(f"{k}: {v}" for k, v in it["verdicts"].items())
         print(f"  iteration {it['index']} ({it['actor']}): {verdicts}; {it['n_proposals']} proposal(s)")
-    print(f"final (iteration {index['final']['iteration']}):")
-    print(pd.DataFrame(index["final"]["table"]).to_string(index=False))
+    reason = index["final"].get("reason")
+    print(f"reported: iteration {index['final']['iteration']}" + (f" ({reason})" if reason else "") + ":")
+    from .formatting import fmt_number
+
+    table = pd.DataFrame(index["final"]["table"])
+    print(table.apply(lambda col: col.map(fmt_number)).to_string(index=False))
     return 0
 
 
@@ -75,10 +84,18 @@ def _eval_acic(argv: list[str]) -> int:
     return cli_main(argv)
 
 
+def _eval(argv: list[str]) -> int:
+    from .suite import cli_main
+
+    return cli_main(argv)
+
+
 #: sub-command -> (function(argv) -> exit code, help)
 COMMANDS = {
     "run": (_run, "run the loop on a plan file: causalflow oci run PLAN --out DIR"),
     "show": (_show, "summarise a run folder: causalflow oci show DIR"),
+    "eval": (_eval, "score the loop and three baselines on a validation suite: causalflow oci eval SUITE "
+                     "--out DIR (SUITE: acic, nie_wager, real, all)"),
     "eval-acic": (_eval_acic, "score the loop on ACIC 2016: causalflow oci eval-acic --data DIR --out DIR"),
 }
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .diagnostics import Thresholds
+from .formatting import fmt_number
 from .learners import FLEXIBLE_LEARNERS, get_learner
 from .plan import Plan
 from .runner import SpecResult
@@ -112,12 +113,12 @@ class Critic(Protocol):
 
 
 def _reason(check) -> str:
-    value = "n/a" if check.value is None else f"{check.value:.4g}"
+    value = fmt_number(check.value, missing="n/a")
     limits = []
     if check.warn_at is not None:
-        limits.append(f"warn at {check.warn_at:g}")
+        limits.append(f"warn at {fmt_number(check.warn_at)}")
     if check.fail_at is not None:
-        limits.append(f"fail at {check.fail_at:g}")
+        limits.append(f"fail at {fmt_number(check.fail_at)}")
     suffix = f" ({', '.join(limits)})" if limits else ""
     return f"{check.name} {check.status}: {check.detail} = {value}{suffix}"
 

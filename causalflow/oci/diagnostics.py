@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from .formatting import fmt_number
+
 __all__ = ["BalanceRow", "Check", "EstimandDiagnostics", "OverlapSummary", "PlaceboResult",
            "Sensitivity", "Thresholds", "e_value", "effective_sample_size", "evaluate_checks",
            "linear_sensitivity", "overlap_summary", "robustness_value", "standardized_mean_differences"]
@@ -441,7 +443,7 @@ def evaluate_checks(estimand: str, balance, overlap: OverlapSummary, placebo, se
                               "regressions)| / standard error"))
     for result in placebo:
         checks.append(_graded("placebo", result.p_value, th.placebo_alpha, None,
-                              f"placebo outcome {result.outcome}: estimate {result.estimate:.4g} "
+                              f"placebo outcome {result.outcome}: estimate {fmt_number(result.estimate)} "
                               f"(p = {result.p_value:.3g})", result.outcome, higher_is_worse=False))
     if sensitivity is None:
         checks.append(Check("sensitivity", None, th.e_value_warn, None, "skipped", "not computed"))
@@ -456,6 +458,6 @@ def evaluate_checks(estimand: str, balance, overlap: OverlapSummary, placebo, se
                           "units in the smaller arm of the analysed population", higher_is_worse=False))
     if trimmed and estimand != "ATO":
         checks.append(Check("population", float(overlap.n_trimmed), None, None, "warn",
-                            f"trimming removed {overlap.n_trimmed} units: the estimand is the "
+                            f"trimming removed {overlap.n_trimmed:,} units: the estimand is the "
                             f"{estimand} of units with {overlap.alpha:.4g} <= e <= {1 - overlap.alpha:.4g}"))
     return tuple(checks)

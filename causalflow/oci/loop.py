@@ -1,14 +1,26 @@
 """The OCI loop: Actor -> runner -> Critic, repeated, with every iteration kept.
 
-The loop stops when every estimand is ``fully_satisfactory``, when the Critic has
-nothing to propose or the Actor's next spec was already run ("nothing new"), at
-``max_iterations``, or when a revised spec cannot run ("revision_failed").
+Reported result: the most credible iteration (:func:`causalflow.oci.records.choose_final`:
+the best verdict of the plan's estimands; among equal verdicts the earlier, unless a later
+one has a clearly narrower interval for the same population), not the last.
+
+Revision: the Actor revises the spec of the latest iteration that was not graded worse
+than the one it came from, with the *open* proposals of its critique: those not tried
+before that address a remaining caveat (every kind but the data-insufficiency note). An
+iteration graded worse than its base has its proposals recorded as tried and rejected
+(``OCIRun.rejected``), and the next revision starts again from the base.
+
+The loop stops when every plan estimand is ``fully_satisfactory``
+("all_fully_satisfactory"), when no open proposal is left or the Actor's next spec was
+already run ("nothing_new"), at ``max_iterations``, or when a revised spec cannot run
+("revision_failed").
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Literal
 
 from ..errors import ValidationError
@@ -16,10 +28,10 @@ from .actor import RuleActor
 from .critic import RuleCritic
 from .diagnostics import Thresholds
 from .plan import Plan, prepare_data
-from .records import Iteration, OCIRun
+from .records import Iteration, OCIRun, grade
 from .runner import run_spec
 
-__all__ = ["ARTIFACT_LEVELS", "Iteration", "OCIRun", "as_plan", "run"]
+__all__ = ["ARTIFACT_LEVELS", "Iteration", "OCIRun", "as_plan", "open_proposals", "run"]
 
 ArtifactLevel = Literal["minimal", "standard", "full"]
 #: minimal: JSON and markdown only; standard: + plots and HTML report; full: + executed notebook
@@ -37,10 +49,30 @@ def as_plan(plan) -> Plan:
     raise ValidationError(f"plan: expected a Plan, a mapping or a path, got {type(plan).__name__}")
 
 
+def open_proposals(it: Iteration, tried) -> tuple:
+    """The proposals of ``it``'s critique the Actor may still apply: not tried before
+    (``tried``: the changes applied so far), addressing an estimand that is not fully
+    satisfactory (or no estimand in particular), and not a data-insufficiency note (a
+    statement that no spec change can help).
+
+    >>> from types import SimpleNamespace as N
+    >>> from causalflow.oci.critic import Proposal
+    >>> a = Proposal("trim", {"trimming": "crump"}, "overlap", "ATE")
+    >>> b = Proposal("flexible_learner", {"outcome_learner": "lightgbm"}, "imbalance", "ATE")
+    >>> it = N(critique=N(proposals=(a, b)), verdicts={"ATE": "not_satisfactory"})
+    >>> [p.kind for p in open_proposals(it, [{"trimming": "crump"}])]
+    ['flexible_learner']
+    """
+    verdicts = it.verdicts
+    return tuple(p for p in it.critique.proposals
+                 if p.kind != "data_insufficiency" and p.change not in tried
+                 and (p.estimand is None or verdicts.get(p.estimand) != "fully_satisfactory"))
+
+
 def run(plan, max_iterations: int = 3, artifacts: str | os.PathLike | None = None, *,
         artifact_level: ArtifactLevel = "full", data=None, actor=None, critic=None,
         thresholds: Thresholds | None = None,
-        progress: Callable[[Iteration], None] | None = None) -> OCIRun:
+        progress: Callable[[Iteration], None] | None = None, notebook: bool = True) -> OCIRun:
     """Run the OCI loop.
 
     Parameters
@@ -60,6 +92,12 @@ def run(plan, max_iterations: int = 3, artifacts: str | os.PathLike | None = Non
     thresholds : Thresholds, optional
     progress : callable(Iteration), optional
         Called after each iteration (the CLI drives a progress bar with it).
+    notebook : bool
+        False skips the executed notebook of level "full" (batch evaluations; the CLI's
+        ``--no-notebook``).
+
+    Returns an :class:`OCIRun`: ``run.final`` is the most credible iteration (module
+    docstring), ``run.last`` the last one, ``run.final_reason`` why.
 
     Examples
     --------
@@ -84,13 +122,24 @@ def run(plan, max_iterations: int = 3, artifacts: str | os.PathLike | None = Non
     if artifacts is not None:
         from .artifacts import ArtifactWriter
 
-        writer = ArtifactWriter(artifacts, artifact_level, analysis)
+        writer = ArtifactWriter(artifacts, artifact_level, analysis, notebook=notebook)
     iterations: list[Iteration] = []
     seen: set[str] = set()
-    previous, critique = None, None
+    tried: list[dict] = []      # every change the Actor was given
+    rejected: list = []         # proposals whose iteration was graded worse than its base
+    base: Iteration | None = None  # the iteration the next revision starts from
     stop_reason, stop_detail = "max_iterations", None
     for index in range(1, max_iterations + 1):
-        step = actor.propose(plan, previous, critique)
+        applied: tuple = ()
+        if base is None:
+            step = actor.propose(plan, None, None)
+        else:
+            applied = open_proposals(base, tried)
+            if not applied:
+                stop_reason = "nothing_new"
+                break
+            step = actor.propose(plan, base.spec, replace(base.critique, proposals=applied))
+            tried += [p.change for p in applied]
         if step.spec.key() in seen:
             stop_reason = "nothing_new"
             break
@@ -103,21 +152,27 @@ def run(plan, max_iterations: int = 3, artifacts: str | os.PathLike | None = Non
             stop_reason, stop_detail = "revision_failed", str(exc)
             break
         critique = critic.review(plan, result)
-        iteration = Iteration(index, step, result, critique)
+        iteration = Iteration(index, step, result, critique, applied=applied,
+                              base=None if base is None else base.index)
         if writer is not None:
             iteration = writer.write_iteration(iteration)
         iterations.append(iteration)
         if progress is not None:
             progress(iteration)
-        if critique.all_fully_satisfactory:
+        if base is not None and grade(iteration, plan.estimands) < grade(base, plan.estimands):
+            rejected += [p for p in applied if p not in rejected]  # tried, made it worse: keep the base
+        else:
+            base = iteration
+        if all(iteration.verdicts.get(e) == "fully_satisfactory" for e in plan.estimands):
             stop_reason = "all_fully_satisfactory"
             break
-        if not critique.proposals:
+        if not open_proposals(base, tried):  # said here too, so that the last iteration's stop is exact
             stop_reason = "nothing_new"
             break
-        previous = step.spec
     outcome = OCIRun(plan, tuple(iterations), stop_reason,
-                     None if artifacts is None else os.fspath(artifacts), stop_detail)
+                     None if artifacts is None else os.fspath(artifacts), stop_detail, tuple(rejected))
     if writer is not None:
-        writer.write_index(outcome)
+        from .summary import run_summary_blocks
+
+        writer.write_index(outcome, run_summary_blocks(outcome))
     return outcome

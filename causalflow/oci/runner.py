@@ -52,6 +52,10 @@ class EstimandResult:
     mu1, mu0 : float
         Potential-outcome means in the estimand's population.
     final_stage : str
+    untrimmed_estimate, untrimmed_ci_lower, untrimmed_ci_upper : float or None
+        When trimming changed the population (a trimmed ATE / ATT), the same estimand on the
+        whole (untrimmed) study population from the same nuisance fits, reported beside the
+        trimmed one; None otherwise.
     """
 
     estimand: str
@@ -67,6 +71,9 @@ class EstimandResult:
     mu1: float
     mu0: float
     final_stage: str
+    untrimmed_estimate: float | None = None
+    untrimmed_ci_lower: float | None = None
+    untrimmed_ci_upper: float | None = None
 
     def to_dict(self) -> dict:
         return {f: getattr(self, f) for f in self.__slots__}
@@ -261,6 +268,17 @@ def _split_estimates(estimand, stage: str, y, t, e, rows, fit):
     return kern, tuple(_kernel(estimand, "aipw", y, t, e, rows, *m) for m in (own_m, x_m))
 
 
+def _whole_population_estimate(estimand, stage, weighted, frame, spec, y, t, e, fits):
+    """The estimand on every unit of the study population (no trimming), for the report."""
+    rows = np.ones(len(t), bool)
+    if weighted:
+        from . import final_stage
+
+        w = est.balancing_weights(estimand, t, e)
+        return final_stage.weighted_linear_effect(frame[list(spec.covariates)], y, t, w)
+    return est.aggregate(_split_estimates(estimand, stage, y, t, e_r, rows, fit)[0] for e_r, fit in fits)
+
+
 def _reserve_fit_cache(spec: Spec, n_outcomes: int, learner) -> None:
     """Make the learners' fit cache hold every fit of this spec (one propensity model per
     fold; per outcome and arm an outcome model per fold, an effect model per fold with an
@@ -337,10 +355,14 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
                 own, ref = (est.aggregate(pair[i] for _, pair in per_split) for i in range(2))
                 dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None
         lo, hi = kern.interval()
+        untrimmed = (None, None, None)
+        if trimmed:  # the untrimmed estimand beside the trimmed one (same nuisance fits)
+            whole = _whole_population_estimate(estimand, stage, weighted, frame, spec, y, t, e, fits)
+            untrimmed = (whole.estimate, *(float(v) for v in whole.interval()))
         estimates.append(EstimandResult(
             estimand, _population_label(estimand, alpha, trimmed), kern.estimate, kern.std_error,
             float(lo), float(hi), kern.p_value, int(rows.sum()), n1, n0, kern.mu1, kern.mu0,
-            spec.final_stage))
+            spec.final_stage, *untrimmed))
         key = (trimmed, estimand if weighted else None)
         if key not in linear_fits:
             linear_fits[key] = linear_sensitivity(y[rows], tt, X[rows], w if weighted else None)

@@ -26,8 +26,12 @@ def _no_temp_files(root: Path):
     return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_full_artifacts_and_the_notebook_reproduces_results(tmp_path):
+def test_full_artifacts_and_the_notebook_reproduces_results(tmp_path, capfd):
     result = run(_plan(), actor=RuleActor(n_folds=2), max_iterations=1, artifacts=tmp_path / "run")
+    # executing the notebook prints nothing on the terminal (the kernel inherits fd 2: capfd
+    # sees its writes; with the TCP transport it warned "running over TCP without encryption")
+    printed = capfd.readouterr()
+    assert printed.err == "" and printed.out == "", printed
     root = tmp_path / "run"
     folder = root / "iteration_01"
     for name in JSON_FILES + ["report.md", "report.html", "notebook.ipynb"]:
@@ -61,7 +65,8 @@ def test_minimal_level_and_no_artifacts(tmp_path, monkeypatch):
     result = run(_plan(300), actor=RuleActor(n_folds=2), max_iterations=2, artifacts="out",
                  artifact_level="minimal")
     names = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    expected = {"run.json"} | {f"iteration_0{i}/{f}" for i in (1, 2) for f in JSON_FILES + ["report.md"]}
+    expected = {"run.json", "report.md"} | {f"iteration_0{i}/{f}" for i in (1, 2)
+                                            for f in JSON_FILES + ["report.md"]}
     assert names == expected
     assert len(result.iterations) == 2
 
@@ -129,3 +134,26 @@ def test_cli_run_and_show(tmp_path, capsys):
     assert "Plan.confounders: column 'nope'" in capsys.readouterr().err
     assert oci_main(["frobnicate"]) == 2
     assert oci_main(["show", str(tmp_path / "nowhere")]) == 2
+
+
+def test_no_notebook_skips_only_the_notebook(tmp_path, capfd):
+    df, _ = omitted_confounder(n=300)
+    df.to_csv(tmp_path / "study.csv", index=False)
+    (tmp_path / "plan.yaml").write_text(
+        "data: study.csv\ntreatment: t\noutcome: y\nconfounders: {high: [x], low: [u]}\n"
+        "placebo_outcomes: [z]\nestimands: [ATE]\n")
+    out = tmp_path / "out"
+    assert oci_main(["run", str(tmp_path / "plan.yaml"), "--out", str(out), "--no-notebook",
+                     "--no-progress"]) == 0
+    printed = capfd.readouterr()
+    assert printed.err == ""  # no progress bar asked for, and nothing else
+    # the run report is printed: the reported iteration and why, then every iteration
+    assert "**Reported: iteration 2** of 2. Why: iteration 2 has the best verdict" in printed.out
+    for folder in ("iteration_01", "iteration_02"):
+        assert (out / folder / "report.html").is_file() and (out / folder / "plots" / "love.png").is_file()
+        assert not (out / folder / "notebook.ipynb").exists()
+    assert not (out / "data.parquet").exists()
+    assert (out / "report.md").read_text().splitlines()[2].startswith("**Reported: iteration 2**")
+    result = run(_plan(300), actor=RuleActor(n_folds=2), max_iterations=1, artifacts=tmp_path / "py",
+                 notebook=False)
+    assert result.final.files and "notebook.ipynb" not in result.final.files

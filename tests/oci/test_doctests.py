@@ -12,8 +12,6 @@ import causalflow.oci
 # Modules that need no example, and why.
 NO_EXAMPLE = {
     "cli": "argparse dispatch only; run end to end by tests/oci/test_artifacts.py and test_acic.py",
-    "records": "frozen dataclasses of the loop's results; built and read by every test of "
-               "tests/oci/test_studies.py and test_artifacts.py",
 }
 
 MODULES = sorted(m.name.rpartition(".")[2] for m in pkgutil.walk_packages(causalflow.oci.__path__))
