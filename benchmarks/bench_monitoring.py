@@ -16,7 +16,8 @@ same effects table at every look (checked at the last look, rtol 1e-8).
 exact ratio of rows processed (labelled as extrapolated).
 
     python benchmarks/bench_monitoring.py                        # N=1M, K=20, 100 looks, HC
-    python benchmarks/bench_monitoring.py --clusters 50000        # CR1
+    python benchmarks/bench_monitoring.py --clusters 50000        # CR1, rows in random order
+    python benchmarks/bench_monitoring.py --clusters 50000 --arrival units   # units arrive over time
     python benchmarks/bench_monitoring.py --n 100000 --k 5        # quick
 """
 
@@ -48,12 +49,18 @@ from causalflow.models.linear import LinearModel  # noqa: E402
 from causalflow.platform.monitor import monitor  # noqa: E402
 
 
-def make_data(n: int, k: int, clusters: int | None, seed: int = 0) -> pd.DataFrame:
+def make_data(n: int, k: int, clusters: int | None, seed: int = 0, arrival: str = "rows") -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     cols = {"t": rng.integers(0, 2, n), "x0": rng.normal(size=n) + 1.0, "x1": rng.gamma(2.0, size=n)}
     if clusters:
         cols["c"] = rng.integers(0, clusters, n)
+        if arrival == "units":
+            # units (clusters) arrive over the experiment and their rows within a short
+            # window after (1% of its length): sessions of users who joined at some time
+            cols["ts"] = rng.uniform(0, 1, clusters)[cols["c"]] + rng.exponential(0.01, n)
     df = pd.DataFrame(cols)
+    if "ts" in df:
+        df = df.sort_values("ts", kind="stable").reset_index(drop=True)
     noise = rng.normal(size=(n, k)) * (1.0 + 0.3 * np.abs(df.x0.to_numpy()))[:, None]
     y = 0.05 * df.t.to_numpy()[:, None] * (1 + np.arange(k)) / k + 0.5 * df.x0.to_numpy()[:, None] + noise
     for j in range(k):
@@ -68,12 +75,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--looks", type=int, default=100)
     ap.add_argument("--clusters", type=int, default=None)
     ap.add_argument("--refit-every", type=int, default=1)
+    ap.add_argument("--arrival", choices=["rows", "units"], default="rows",
+                    help="with clusters: rows of every cluster spread over the whole run (rows), or "
+                         "clusters arriving over time, their rows within a short window (units)")
     ap.add_argument("--threads", default="1", help="BLAS threads (give as --threads=N)")
     ap.add_argument("--json", default=None, help="also write the results here (atomically)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     machine = machine_info()
-    df = make_data(args.n, args.k, args.clusters)
+    df = make_data(args.n, args.k, args.clusters, arrival=args.arrival)
     metrics = [f"y{j}" for j in range(args.k)]
     covs = ["x0", "x1"]
     cluster = "c" if args.clusters else None
@@ -103,7 +113,7 @@ def main(argv=None) -> dict:
     for col in ("estimate", "std_error", "av_p_value", "av_ci_lower", "av_ci_upper"):
         np.testing.assert_allclose(mine[col], last[col], rtol=1e-8, err_msg=col)
     result = {"machine": machine, "n": args.n, "k": args.k, "looks": args.looks,
-              "clusters": args.clusters, "cov_type": "CR1" if cluster else "HC1",
+              "clusters": args.clusters, "arrival": args.arrival, "cov_type": "CR1" if cluster else "HC1",
               "incremental_wall_s": round(t_incremental, 3), "refit_wall_s": round(t_refit, 3),
               "incremental_cpu_s": round(c_incremental, 3), "refit_cpu_s": round(c_refit, 3),
               "refit_looks_timed": len(timed), "refit_extrapolated": len(timed) < args.looks,

@@ -17,6 +17,7 @@ from .models.bayes import BayesianLinearRegression, BayesianLinearRegressionResu
 from .models.linear import LinearModel, LinearModelResults
 from .platform.bandit import simulate_bandit
 from .platform.checks import simulate_aa
+from .platform.many import analyze_many
 from .platform.monitor import Monitoring, monitor
 from .platform.planning import PowerAnalysis, mde, planning_inputs, power, sample_size
 from .policy import ContextVector, Policy
@@ -39,6 +40,7 @@ __all__ = [
     "PowerAnalysis",
     "ValidationError",
     "__version__",
+    "analyze_many",
     "mde",
     "monitor",
     "oci",

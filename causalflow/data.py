@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .backends.engine import EngineTable, is_engine_table, read_experiment, read_metrics
+from .design import pick_control
 from .errors import DesignWarning, ValidationError
 from .linalg.sandwich import default_cov_type
 from .linalg.srm import SRM_THRESHOLD, sample_ratio_check
@@ -289,6 +291,9 @@ class ExperimentData:
     def __init__(self, data, intent_to_treat: str, treated: str | None = None,
                  propensity: str | float | Mapping | None = None, instrument: str | None = None,
                  cluster_by: str | Sequence[str] | None = None, control=None):
+        if is_engine_table(data):  # parquet, DuckDB, Ibis, Spark: validated and computed in the engine
+            self._init_engine(data, intent_to_treat, treated, propensity, instrument, cluster_by, control)
+            return
         df = to_pandas(data)
         duplicated = df.columns[df.columns.duplicated()].tolist()
         if duplicated:
@@ -350,21 +355,47 @@ class ExperimentData:
             self._read_clusters(df)
         self.design = self._describe()
 
+    #: the experiment in a warehouse engine (:class:`causalflow.backends.engine.EngineExperiment`),
+    #: or None for a table in memory
+    engine = None
+
+    def _init_engine(self, data, intent_to_treat, treated, propensity, instrument, cluster_by, control) -> None:
+        """The constructor on an engine table: the same checks and messages, run as queries
+        (:func:`causalflow.backends.engine.read_experiment`); no row is brought into memory."""
+        self._df = data
+        self.intent_to_treat, self.treated, self.propensity, self.instrument = (
+            intent_to_treat, treated, propensity, instrument)
+        self.control_arg = control
+        if cluster_by is not None and not isinstance(cluster_by, (str, Sequence)):
+            raise ValidationError(f"cluster_by: expected a column name or a list of names, got {cluster_by!r}")
+        self.cluster_by = [cluster_by] if isinstance(cluster_by, str) else (
+            list(cluster_by) if cluster_by is not None else None)
+        self.propensity_columns = ()
+        self.expected_allocation = None
+        self.arm_codes = self.instrument_codes = self.dose = self.treated_codes = None
+        self.weights = self.cluster_codes = None
+        exp, self.control, planned = read_experiment(EngineTable.of(data), self, propensity, self._pick_control,
+                                                     self._arm_mapping, _mapping_of_columns)
+        if planned == "memory":  # a planned allocation: numbers only, checked as in memory
+            self._read_propensity(None, propensity)
+        self.engine = exp
+        self.arms, self.n_arms = exp.arms, exp.n_arms
+        self.is_iv = exp.iv
+        self.n_clusters = exp.n_clusters
+        counts, compliance, complier_share = exp.describe()
+        self._arm_counts = counts
+        self.design = Design(ab=not (self.is_iv or self.cluster_by or exp.weights is not None),
+                             encouragement=self.is_iv, cluster=self.cluster_by is not None,
+                             adaptive=exp.weights is not None, arms=self.arms, control=self.control,
+                             compliance_rate=compliance, n_units=exp.n, n_clusters=self.n_clusters,
+                             allocation={a: counts[j] / exp.n for j, a in enumerate(self.arms)},
+                             expected_allocation=self.expected_allocation,
+                             sample_ratio=self.check_sample_ratio() if self.expected_allocation else None,
+                             cov_type=default_cov_type(self.n_clusters), complier_share=complier_share)
+
     # -- validation helpers -------------------------------------------------------------
     def _pick_control(self, labels: list, control):
-        if control is not None:
-            if control not in labels:
-                raise ValidationError(f"control: {control!r} is not an arm of {self.intent_to_treat!r} "
-                                      f"(arms: {labels})")
-            return control
-        for candidate in (0, "control"):  # 0 also matches False
-            for label in labels:
-                if isinstance(label, str) == isinstance(candidate, str) and label == candidate:
-                    return label
-        if len(labels) == 2:
-            return labels[0]
-        raise ValidationError(f"control: intent_to_treat {self.intent_to_treat!r} has {len(labels)} arms "
-                              f"{labels}; name the control arm with control=")
+        return pick_control(labels, control, self.intent_to_treat)
 
     def _read_treated(self, df: pd.DataFrame, name: str) -> None:
         treated = _column(df, name, "treated")
@@ -571,9 +602,26 @@ class ExperimentData:
             shares = [float(s) for s in shares]
         except (TypeError, ValueError):
             raise ValidationError(f"expected: shares must be numbers, got {shares!r}") from None
+        if self.engine is not None:
+            return self.engine.sample_ratio(shares, source, threshold, self._arm_counts)
         return sample_ratio_check(self.arm_codes, self.cluster_codes, arms, shares, source, threshold)
 
     # -- grammar ----------------------------------------------------------------------
+    @property
+    def column_roles(self) -> dict:
+        """{column: role} of the columns that have a design role (assignment, treatment,
+        instrument, propensity, clusters): they cannot also be metrics or covariates."""
+        roles = {self.intent_to_treat: "intent_to_treat"}
+        for role in ("treated", "instrument"):
+            if getattr(self, role) is not None:
+                roles[getattr(self, role)] = role
+        names = [self.propensity] if isinstance(self.propensity, str) else []
+        for name in [*names, *self.propensity_columns]:
+            roles[name] = "propensity"
+        for name in self.cluster_by or []:
+            roles[name] = "cluster_by"
+        return roles
+
     @property
     def data(self) -> pd.DataFrame:
         """The table as given (pandas view; never modified)."""
@@ -597,6 +645,14 @@ class ExperimentData:
         if exogenous_covariates is not None and exogeneous_covariates is not None:
             raise ValidationError("give exogenous_covariates or its alias exogeneous_covariates, not both")
         covariates = exogenous_covariates if exogenous_covariates is not None else exogeneous_covariates
+        if self.engine is not None:
+            if cap is not None or ratio is not None:
+                raise ValidationError("cap / ratio: derived metrics are computed in memory; on an engine table "
+                                      "compute the capped or ratio columns in the engine (a view) and name them")
+            metrics, cov = read_metrics(self.engine, self, y, covariates)
+            spec = MetricSpec(self, metrics, cov)
+            spec._check_covariates()
+            return spec
         if cap is not None or ratio is not None:
             derived, y = derive_metrics(self, y, cap=cap, ratio=ratio)
             return MetricSpec.build(derived, y, covariates)

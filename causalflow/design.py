@@ -24,7 +24,7 @@ import pandas as pd
 
 from .errors import ValidationError
 
-__all__ = ["Covariates", "DesignSource", "arm_names", "regressor_names"]
+__all__ = ["Covariates", "DesignSource", "arm_names", "pick_control", "regressor_names"]
 
 _BLOCK_ROWS = 1 << 15
 
@@ -528,6 +528,28 @@ def _listed_target_means(covariates: Covariates, table: pd.DataFrame) -> np.ndar
             out[col] = float(np.mean(values == level))
             col += 1
     return out
+
+
+def pick_control(labels: list, control, intent_to_treat: str):
+    """The control arm among the sorted ``labels`` of ``intent_to_treat``: ``control`` when
+    given (it must be a label); else 0 / False, else ``"control"``, else the first of two.
+
+    >>> pick_control(["a", "b"], None, "arm"), pick_control([0, 1, 2], None, "arm")
+    ('a', 0)
+    """
+    if control is not None:
+        if control not in labels:
+            raise ValidationError(f"control: {control!r} is not an arm of {intent_to_treat!r} "
+                                  f"(arms: {labels})")
+        return control
+    for candidate in (0, "control"):  # 0 also matches False
+        for label in labels:
+            if isinstance(label, str) == isinstance(candidate, str) and label == candidate:
+                return label
+    if len(labels) == 2:
+        return labels[0]
+    raise ValidationError(f"control: intent_to_treat {intent_to_treat!r} has {len(labels)} arms "
+                          f"{labels}; name the control arm with control=")
 
 
 def arm_names(data, kind: str) -> list[str]:

@@ -88,6 +88,13 @@ def metric_values(series: pd.Series, name: str, argument: str) -> np.ndarray:
     values = float_values(series)
     with np.errstate(invalid="ignore"):
         low, high = np.fmin.reduce(values), np.fmax.reduce(values)  # NaN only if all are
+    check_metric_range(low, high, name, argument)
+    return values
+
+
+def check_metric_range(low: float, high: float, name: str, argument: str = "y") -> None:
+    """A metric's smallest and largest non-missing values (NaN: none) are finite and small
+    enough that their squares do not overflow float64; else a ValidationError that says which."""
     if np.isnan(high):
         raise ValidationError(f"{argument}: metric {name!r} has no non-missing values")
     if np.isinf(low) or np.isinf(high):
@@ -95,4 +102,3 @@ def metric_values(series: pd.Series, name: str, argument: str) -> np.ndarray:
     if max(-low, high) > LARGEST:
         raise ValidationError(f"{argument}: metric {name!r} has values beyond +-{LARGEST:g}, whose squares "
                               "overflow float64; rescale it")
-    return values

@@ -296,7 +296,10 @@ def test_scripted_agent_transcript_with_mistakes(world):
         ("show_oci_run", {"run": "oci/widget", "iteration": 1}, None),
         ("show_oci_run", {"run": "oci_1"}, None),
         ("list_handles", {"kind": "effects"}, None),
-        ("analyze_many", {}, "not_available"),
+        ("analyze_many", {"source": "store.csv", "experiment": "device", "intent_to_treat": "assigned",
+                          "cluster_by": "region", "y": ["sales", "orders"]}, None),
+        ("analyze_many", {"source": "store.csv", "experiment": "devise", "intent_to_treat": "assigned",
+                          "y": "sales"}, "unknown_column"),
         ("drop_table", {"name": "users"}, "unknown_tool"),
         ("list_handles", [], "invalid_arguments"),
     ]

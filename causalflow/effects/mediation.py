@@ -382,14 +382,7 @@ def _check_nodes(graph: CausalGraph, spec) -> None:
     """Every node but T is a numeric column of the data with no other role."""
     data = spec.data
     df = data.data
-    roles = {data.intent_to_treat: "intent_to_treat (assignment)"}
-    for role in ("treated", "instrument"):
-        if getattr(data, role, None) is not None:
-            roles[getattr(data, role)] = role
-    for name in getattr(data, "propensity_columns", ()):
-        roles[name] = "propensity"
-    for name in data.cluster_by or []:
-        roles[name] = "cluster_by"
+    roles = {**data.column_roles, data.intent_to_treat: "intent_to_treat (assignment)"}
     covariates = set(spec.covariates.sources)
     for node in graph.nodes:
         if node == TREATMENT:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from ..linalg.anytime import contrast_anytime_valid
 from ..validate import check_choice
@@ -260,16 +260,32 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
         return GraphEffect(self, graph, metric)
 
     # -- the one serialisation path -----------------------------------------------------
-    def _reference(self):
-        """The reference distribution of each effect's t-statistic (t with its dof, or normal)."""
+    def _dof(self) -> np.ndarray | None:
+        """Each effect's t reference dof (None: normal; NaN where a record has none)."""
         if self.inference.distribution == "normal" or not self.records:
-            return stats.norm
+            return None
         dof = np.array([r.get("dof", np.nan) for r in self.records], dtype=float)
-        return stats.t(np.where(np.isfinite(dof) & (dof > 0), dof, np.nan))
+        return np.where(dof > 0, dof, np.nan)
+
+    def _sf(self, t: np.ndarray) -> np.ndarray:
+        """P(T > t) under each effect's reference: Student's t (``scipy.special.stdtr``, what
+        ``scipy.stats.t.sf`` evaluates, without building a frozen distribution per record),
+        normal for ``inference="normal"`` or infinite dof."""
+        dof = self._dof()
+        if dof is None:
+            return stats.norm.sf(t)
+        return np.where(np.isinf(dof), stats.norm.sf(t), special.stdtr(np.where(np.isinf(dof), 1.0, dof), -t))
+
+    def _isf(self, q: float) -> np.ndarray:
+        """The upper-q quantile of each effect's reference (``scipy.special.stdtrit``)."""
+        dof = self._dof()
+        if dof is None:
+            return np.full(len(self.records), stats.norm.isf(q))
+        return np.where(np.isinf(dof), stats.norm.isf(q), -special.stdtrit(np.where(np.isinf(dof), 1.0, dof), q))
 
     def _p_values(self) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            return 2 * self._reference().sf(np.abs(self.estimate / self.std_error))
+            return 2 * self._sf(np.abs(self.estimate / self.std_error))
 
     def _anytime_columns(self) -> dict:
         """Anytime-valid p-values and confidence sequences (:mod:`causalflow.linalg.anytime`)."""
@@ -291,7 +307,7 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
         """One dict per effect with every column of :meth:`columns` (the one serialisation path)."""
         est, se = self.estimate, self.std_error
         with np.errstate(invalid="ignore"):
-            crit = self._reference().isf(self.alpha / 2) * np.ones(len(est))
+            crit = self._isf(self.alpha / 2)
         p_value = self._p_values()
         av = self._anytime_columns()
         adj = self.adjustment

@@ -17,7 +17,9 @@ every look. Both meats can still be accumulated exactly, in one pass over each r
   b. Cost per row :math:`s(K + pK + s)` with :math:`s = p(p+1)/2`, done as GEMMs.
 * CR: the per-cluster score sums are :math:`S_{gk} = Z_g'W_gY_{gk} - Z_g'W_gX_g b_k`
   (DESIGN.md, "Out of core"), so per-cluster :math:`Z_g'W_gX_g` and :math:`Z_g'W_gY_g`
-  (:class:`ClusterMoments`) suffice.
+  (:class:`ClusterMoments`) suffice. :class:`ClusterScoreGram` also keeps their Gram
+  matrix over the clusters that no longer receive rows, so that a look costs what its new
+  rows and the recently active clusters cost, not a pass over every cluster.
 
 In both cases the meat in instrument space is mapped by the influence matrix
 :math:`\Pi A` of :class:`~causalflow.linalg.twosls.TwoSLSFit`:
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClusterMoments", "LinMeatMoments", "RowMeatMoments"]
+__all__ = ["ClusterMoments", "ClusterScoreGram", "LinMeatMoments", "RowMeatMoments"]
 
 from itertools import combinations_with_replacement, product
 
@@ -303,3 +305,233 @@ class ClusterMoments:
         lx = (xz.reshape(G * p, p) @ influence_d).reshape(G, p, m)       # (L' Z'WX)' per cluster
         lxb = (lx.transpose(0, 2, 1).reshape(G * m, p) @ coef).reshape(G, m, K)  # one GEMM
         return ly - lxb.transpose(0, 2, 1)
+
+
+class ClusterScoreGram:
+    r"""Per-cluster cross-products and their Gram matrix over clusters: the CR meat at any
+    coefficients from the clusters that received rows recently and one D x D matrix for
+    all the others.
+
+    Per cluster g keep :math:`v_g = [\mathrm{vec}\,Z_g'W_g(Y_g - 1c'),\ \mathrm{vech}\,
+    Z_g'W_gZ_g \text{ (reduced form)},\ \mathrm{vec}\,Z_g'W_gX_g \text{ (2SLS)}]` (length D;
+    c: the metrics' weighted means over the first rows, a fixed shift against cancellation).
+    The score sum of metric k at coefficients b is linear in :math:`v_g`, because the first
+    column of X and Z is the intercept:
+
+    .. math::  s_{gk} = Z_g'W_g(y_{gk} - X_gb_k) = [Z_g'W_g(y_{gk} - c_k)] - Z_g'W_gX_g(b_k - c_ke_1),
+
+    so the contrast sums :math:`T_g = (I_K \otimes L')s_g = Qv_g` (L = Pi A D' the contrasts'
+    influence) have the Gram matrix :math:`\sum_g T_gT_g' = Q S Q'` with
+    :math:`S = \sum_g v_gv_g'`, exactly. Clusters that received rows in the last ``hold``
+    looks are *active*: their :math:`v_g` still change, so they stay out of S and enter a
+    look as :math:`T_A'T_A`, :math:`T_A = V_AQ'` (:math:`O(|A| D\,Km)`). A cluster idle for
+    ``hold`` looks retires into S (a symmetric rank-1 update, :math:`O(D^2)` once); one that
+    receives rows again leaves S (its contribution subtracted) and is active again. A look
+    thus costs its rows and the recently active clusters, not a pass over every cluster:
+    with arrivals of new units (each cluster receives rows over a few looks) the active set
+    is small. With the rows of every cluster spread over the whole experiment nearly all
+    clusters stay active and a look costs one product over the clusters, :math:`O(G D\,Km)`,
+    as with :class:`ClusterMoments`. ``hold`` starts at :math:`\lceil D / (2Km) \rceil`
+    looks (retiring costs :math:`D^2/2`, staying active :math:`D\,Km` per look) and doubles
+    whenever more clusters come back from S at a look than half of those that retired at
+    the previous one.
+
+    Parameters
+    ----------
+    n_clusters, p, K : clusters, coefficients, metrics
+    kinds : fits whose meat is needed, ``"itt"`` (X = Z) and / or ``"iv"``
+    width : columns of the contrast sums per look (K x contrasts), for ``hold``
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> Z = np.c_[np.ones(200), rng.normal(size=(200, 2))]; Y = rng.normal(size=(200, 2))
+    >>> codes = rng.integers(0, 30, 200); B = rng.normal(size=(3, 2)); L = rng.normal(size=(3, 1))
+    >>> gram = ClusterScoreGram(30, 3, 2, ("itt",), width=2)
+    >>> gram.add_block(Z[:120], None, Y[:120], None, codes[:120])
+    >>> gram.add_block(Z[120:], None, Y[120:], None, codes[120:])
+    >>> S = np.stack([Z[codes == g].T @ (Y - Z @ B)[codes == g] for g in range(30)])   # (G, p, K)
+    >>> T = np.einsum("gak,am->gkm", S, L).reshape(30, 2)
+    >>> bool(np.allclose(gram.gram([gram.contrasts("itt", B, L)]), T.T @ T))
+    True
+    """
+
+    def __init__(self, n_clusters: int, p: int, K: int, kinds, width: int):
+        self.p, self.K, self.kinds = p, K, tuple(kinds)
+        self.iu = np.triu_indices(p)
+        self.offsets, off = {}, K * p
+        for kind in self.kinds:
+            self.offsets[kind] = off
+            off += len(self.iu[0]) if kind == "itt" else p * p
+        self.D = off
+        # v_g in two arrays, so that the Z'W(y - c) part reshapes to (G K x p) without a copy
+        self.Va = np.zeros((n_clusters, K * p))
+        self.Vw = np.zeros((n_clusters, self.D - K * p))
+        self.seen = np.zeros(n_clusters, dtype=bool)
+        self.is_active = np.zeros(n_clusters, dtype=bool)  # clusters kept out of S
+        self.last = np.full(n_clusters, -1, dtype=np.int64)  # look that last gave the cluster rows
+        self.S = np.zeros((self.D, self.D))  # upper triangle of the retired clusters' Gram
+        self.width = max(int(width), 1)
+        self.hold = max(1, -(-self.D // (2 * self.width)))
+        self.retired = 0  # clusters retired at the last look
+        self.looks = 0
+        self.centre = None
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.seen.sum())
+
+    def rows(self, clusters) -> np.ndarray:
+        """:math:`v_g` of the given clusters (len x D)."""
+        return np.concatenate([self.Va[clusters], self.Vw[clusters]], axis=1)
+
+    @property
+    def V(self) -> np.ndarray:
+        """Every :math:`v_g` (G x D), a copy."""
+        return np.concatenate([self.Va, self.Vw], axis=1)
+
+    def _sums(self, Z, X, Y, w, order, indptr) -> np.ndarray:
+        r"""(U, D): the rows' sums per touched cluster from one sparse product whose row
+        (g, a) holds :math:`w_i z_{ia}` over cluster g's rows, applied to
+        :math:`[y_i - c, z_i, x_i]`; no n x D array. ``order`` lists the rows cluster by
+        cluster, ``indptr`` where each cluster starts."""
+        import scipy.sparse
+
+        n, p, K = len(Z), self.p, self.K
+        n_touched = len(indptr) - 1
+        iv = "iv" in self.offsets
+        right = np.empty((n, K + p * (2 if iv else 1)))  # rows in cluster order: sequential reads
+        np.subtract(Y[order], self.centre, out=right[:, :K])
+        right[:, K:K + p] = Z[order]
+        if iv:
+            right[:, K + p:] = X[order]
+        weighted = right[:, K:K + p] if w is None else right[:, K:K + p] * w[order, None]
+        lengths = np.repeat(np.diff(indptr), p)
+        ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        columns = np.repeat(np.repeat(indptr[:-1], p), lengths) + (
+            np.arange(ptr[-1], dtype=np.int64) - np.repeat(ptr[:-1], lengths))
+        which = np.repeat(np.tile(np.arange(p), n_touched), lengths)
+        P = scipy.sparse.csr_matrix((weighted[columns, which], columns, ptr), shape=(n_touched * p, n))
+        sums = (P @ right).reshape(n_touched, p, right.shape[1])  # [g, a, (y - c, z, x)]
+        out = np.empty((n_touched, self.D))
+        out[:, :K * p] = sums[:, :, :K].transpose(0, 2, 1).reshape(n_touched, K * p)  # index k p + a
+        for kind, off in self.offsets.items():
+            if kind == "itt":  # vech: entries (a, c >= a)
+                out[:, off:off + len(self.iu[0])] = sums[:, self.iu[0], K + self.iu[1]]
+            else:
+                out[:, off:off + p * p] = sums[:, :, K + p:K + 2 * p].reshape(n_touched, p * p)
+        return out
+
+    @staticmethod
+    def _syrk(A: np.ndarray) -> np.ndarray:
+        """Upper triangle of A'A (BLAS syrk: half the products of a GEMM)."""
+        import scipy.linalg
+
+        if len(A) == 0:
+            return np.zeros((A.shape[1], A.shape[1]))
+        # A is C-ordered (U x D): A' is its Fortran-ordered view, and A'A = A'(A')' (trans=0)
+        return scipy.linalg.blas.dsyrk(1.0, np.ascontiguousarray(A).T, trans=0, lower=0)
+
+    def add_block(self, Z, X, Y, w, codes) -> None:
+        """Add the rows of one look (cluster ``codes``); X = None means X = Z."""
+        look = self.looks
+        self.looks += 1
+        if len(Z) == 0:
+            self._retire(look)
+            return
+        if self.centre is None:
+            self.centre = np.average(Y, axis=0, weights=w)
+        # stable radix sort of 16-bit codes when they fit
+        order = np.argsort(codes.astype(np.uint16) if len(self.Va) <= 1 << 16 else codes, kind="stable")
+        ordered = codes[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        touched = ordered[starts]
+        indptr = np.r_[starts, len(codes)].astype(np.int64)
+        back = touched[self.seen[touched] & ~self.is_active[touched]]
+        if len(back):  # retired clusters with new rows: their contribution leaves S
+            self.S -= self._syrk(self.rows(back))
+            if 2 * len(back) > self.retired:
+                # clusters come back as often as they retire (rows of every cluster spread over
+                # the experiment): retiring them only costs; keep them active longer
+                self.hold *= 2
+        sums = self._sums(Z, X, Y, w, order.astype(np.int64), indptr)
+        Kp = self.K * self.p
+        self.Va[touched] += sums[:, :Kp]
+        self.Vw[touched] += sums[:, Kp:]
+        self.seen[touched] = True
+        self.last[touched] = look
+        self.is_active[touched] = True
+        self._retire(look)
+
+    def _retire(self, look: int) -> None:
+        """Clusters idle for ``hold`` looks join S."""
+        active = self.active
+        idle = active[self.last[active] <= look - self.hold]
+        self.retired = len(idle)
+        if self.retired:
+            self.S += self._syrk(self.rows(idle))
+            self.is_active[idle] = False
+
+    @property
+    def active(self) -> np.ndarray:
+        """The active clusters (sorted codes)."""
+        return np.flatnonzero(self.is_active)
+
+    def contrasts(self, kind: str, coef: np.ndarray, influence_d: np.ndarray, keep=None) -> tuple:
+        r"""The contrast map of one fit: :math:`T_g = Qv_g` with row k m + r of Q (contrast
+        r of metric k at coefficients ``coef`` (p x K), influence ``influence_d`` (p x m))
+        holding :math:`L_r'` in metric k's block of the :math:`Z'W(y - c)` part and
+        :math:`-L_r \otimes (b_k - c_ke_1)` in the fit's :math:`Z'WX` part. Returned as
+        ``(L' (m x p), the rest of Q (K m x (D - K p)), keep)``; ``keep`` (bool (K m,), or
+        None for all) selects rows. For :meth:`gram`."""
+        p, K = self.p, self.K
+        m = influence_d.shape[1]
+        shifted = coef.copy()
+        shifted[0] -= self.centre
+        Kp = K * p
+        Qw = np.zeros((K, m, self.D - Kp))
+        off = self.offsets[kind] - Kp
+        Lt = np.ascontiguousarray(influence_d.T)  # (m, p)
+        i, j = self.iu
+        for k in range(K):
+            b = shifted[:, k]
+            if kind == "itt":  # W symmetric: entry (i, j) enters s[i] with b[j], and s[j] with b[i] off the diagonal
+                Qw[k, :, off:off + len(i)] = -(Lt[:, i] * b[j] + np.where(i != j, Lt[:, j] * b[i], 0.0))
+            else:
+                Qw[k, :, off:off + p * p] = -(Lt[:, :, None] * b[None, None, :]).reshape(m, p * p)
+        return Lt, Qw.reshape(K * m, self.D - Kp), keep
+
+    def _full(self, part) -> np.ndarray:
+        """The rows of Q of one :meth:`contrasts` map, kept rows only (K m' x D)."""
+        Lt, Qw, keep = part
+        m, K, p = len(Lt), self.K, self.p
+        Q = np.zeros((K * m, self.D))
+        for k in range(K):
+            Q[k * m:(k + 1) * m, k * p:(k + 1) * p] = Lt
+        Q[:, K * p:] = Qw
+        return Q if keep is None else Q[keep]
+
+    def _times(self, Va: np.ndarray, Vw: np.ndarray, part) -> np.ndarray:
+        """V Q' of one map: the Z'W(y - c) part is one product of the (G K x p) blocks with
+        L (Q holds L' in metric k's block only), the rest one product."""
+        Lt, Qw, keep = part
+        T = Vw @ Qw.T
+        T += (Va.reshape(len(Va) * self.K, self.p) @ Lt.T).reshape(len(Va), self.K * len(Lt))
+        return T if keep is None else T[:, keep]
+
+    def gram(self, parts) -> np.ndarray:
+        r""":math:`\sum_g (Qv_g)(Qv_g)' = QSQ' + T_A'T_A` (retired and active clusters) of the
+        maps ``parts`` (from :meth:`contrasts`), stacked in order."""
+        Q = np.concatenate([self._full(part) for part in parts], axis=0)
+        S = np.triu(self.S) + np.triu(self.S, 1).T
+        out = Q @ S @ Q.T
+        active = self.active
+        if len(active):
+            if 2 * len(active) > len(self.Va):  # most clusters active: no gather of their rows
+                T = np.concatenate([self._times(self.Va, self.Vw, part) for part in parts], axis=1)[active]
+            else:
+                Va, Vw = self.Va[active], self.Vw[active]
+                T = np.concatenate([self._times(Va, Vw, part) for part in parts], axis=1)
+            out += T.T @ T
+        return 0.5 * (out + out.T)

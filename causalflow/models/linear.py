@@ -129,8 +129,10 @@ class LinearModel:
     def fit_spec(self, spec) -> LinearModelResults:
         data = spec.data
         covariance = Covariance.of(self.cov_type or default_cov_type(data.n_clusters))
-        if covariance.clustered and data.cluster_codes is None:
+        if covariance.clustered and data.cluster_by is None:
             raise ValidationError(f"cov_type: {covariance.cov_type} needs cluster_by on ExperimentData")
+        if getattr(data, "engine", None) is not None:  # a warehouse table: the passes run in its engine
+            return spec.engine_results(covariance, self)
         return LinearModelResults._fit(spec, covariance, self)
 
 
@@ -623,18 +625,22 @@ class LinearModelResults:
             for rows in source.row_blocks(g.rows, _NATURAL_BLOCK_ROWS):
                 part = cluster_arm_sums(*self._ratio_rows(ratio, rows), source.clusters[rows], source.n_clusters)
                 total = part if total is None else total + part
-            deleted = total.sum(axis=0)[None] - total
-            theta, first = wald_theta(deleted)
-            scale = max(1.0, float(np.abs(self._wald(ratio).sums[:, 1] / self._wald(ratio).weight).max()))
-            bad = ~((deleted[:, :, 0] > 0).all(axis=1) & (np.abs(first) > 1e-12 * scale))
-            if bad.any():
-                cluster = int(np.flatnonzero(bad)[0])
-                raise ValidationError(
-                    f"cov_type CR3: {self._ratio_what(ratio)}: without cluster {cluster} (code of cluster_by) "
-                    "an arm has no rows or no compliers, so the jackknife cannot recompute the complier "
-                    "means; use cov_type='CR1' or a coarser condition")
-            self._block_cache[key] = theta
+            self._block_cache[key] = self._wald_jackknife_from(ratio, total)
         return self._block_cache[key]
+
+    def _wald_jackknife_from(self, ratio: _Ratio, total: np.ndarray) -> np.ndarray:
+        """(G, L) the ratio without each cluster, from its per-cluster arm sums (G, 2, 2 + L)."""
+        deleted = total.sum(axis=0)[None] - total
+        theta, first = wald_theta(deleted)
+        scale = max(1.0, float(np.abs(self._wald(ratio).sums[:, 1] / self._wald(ratio).weight).max()))
+        bad = ~((deleted[:, :, 0] > 0).all(axis=1) & (np.abs(first) > 1e-12 * scale))
+        if bad.any():
+            cluster = int(np.flatnonzero(bad)[0])
+            raise ValidationError(
+                f"cov_type CR3: {self._ratio_what(ratio)}: without cluster {cluster} (code of cluster_by) "
+                "an arm has no rows or no compliers, so the jackknife cannot recompute the complier "
+                "means; use cov_type='CR1' or a coarser condition")
+        return theta
 
     def _values(self, gi: int, kind: str, D: np.ndarray, terms=()) -> np.ndarray:
         """(m, K) values of a request: D b plus its ratio terms."""
@@ -1020,26 +1026,12 @@ class LinearModelResults:
         key = ("compliers", None if condition_on is None else tuple(np.atleast_1d(condition_on).tolist()))
         if key in self._block_cache:
             return self._block_cache[key].copy()
-        source, cov = self._source, self.spec.covariates
+        cov = self.spec.covariates
         J, q = self.layout.n_arms, cov.q
-        centre = cov.means(None, source.weights)
+        centre = self._complier_centre()
         out = []
         for parsed in self._parse_conditions(condition_on):
-            mask = self._condition_mask(parsed)
-            sums = [0.0] * J
-            population = np.zeros((3, q))  # sum w, sum w xc, sum w xc^2 (per column)
-            with single_blas_thread():
-                for rows in source.row_blocks(None, _NATURAL_BLOCK_ROWS):
-                    xc = cov.raw(rows) - centre
-                    assign = source.assign[rows]
-                    inside = np.ones(len(assign), bool) if mask is None else mask[rows]
-                    w = None if source.weights is None else source.weights[rows]
-                    ww = inside * (1.0 if w is None else w)
-                    population += np.vstack([np.full(q, ww.sum()), ww @ xc, ww @ (xc * xc)])
-                    for j in range(1, J + 1):
-                        T = source.take_up(j, rows)
-                        sums[j - 1] = sums[j - 1] + arm_sums(xc * T[:, None], T, (assign == j) & inside,
-                                                             (assign == 0) & inside, w)
+            population, sums = self._complier_sums(parsed, centre)
             label = "all" if parsed is None else parsed.text
             for j in range(1, J + 1):
                 what = (f"compliers of arm {self.spec.data.arms[j]!r}"
@@ -1063,6 +1055,33 @@ class LinearModelResults:
                                            "population_mean", "population_sd", "std_difference"])
         self._block_cache[key] = frame
         return frame.copy()
+
+    def _complier_centre(self) -> np.ndarray:
+        """The covariates' (weighted) means, where :meth:`compliers` centres them."""
+        return self.spec.covariates.means(None, self._source.weights)
+
+    def _complier_sums(self, parsed, centre: np.ndarray) -> tuple[np.ndarray, list]:
+        """For :meth:`compliers`: the population's (3, q) sums of w, w xc, w xc^2 in a
+        condition, and per treatment arm the Wald-ratio sums of
+        :func:`causalflow.linalg.compliers.arm_sums` (one pass over the rows)."""
+        source, cov = self._source, self.spec.covariates
+        J, q = self.layout.n_arms, cov.q
+        mask = self._condition_mask(parsed)
+        sums = [0.0] * J
+        population = np.zeros((3, q))  # sum w, sum w xc, sum w xc^2 (per column)
+        with single_blas_thread():
+            for rows in source.row_blocks(None, _NATURAL_BLOCK_ROWS):
+                xc = cov.raw(rows) - centre
+                assign = source.assign[rows]
+                inside = np.ones(len(assign), bool) if mask is None else mask[rows]
+                w = None if source.weights is None else source.weights[rows]
+                ww = inside * (1.0 if w is None else w)
+                population += np.vstack([np.full(q, ww.sum()), ww @ xc, ww @ (xc * xc)])
+                for j in range(1, J + 1):
+                    T = source.take_up(j, rows)
+                    sums[j - 1] = sums[j - 1] + arm_sums(xc * T[:, None], T, (assign == j) & inside,
+                                                         (assign == 0) & inside, w)
+        return population, sums
 
     def _notes(self, labels: list) -> tuple:
         """:func:`estimand_notes` of this fit, with the compliers' covariate-mean diagnostic."""

@@ -38,14 +38,7 @@ class MetricSpec:
         metrics = column_names(y, "y")
         if not metrics:
             raise ValidationError("y: name at least one metric column")
-        roles = {data.intent_to_treat: "intent_to_treat"}
-        for role in ("treated", "instrument"):
-            if getattr(data, role) is not None:
-                roles[getattr(data, role)] = role
-        if isinstance(data.propensity, str):
-            roles[data.propensity] = "propensity"
-        for name in data.cluster_by or []:
-            roles[name] = "cluster_by"
+        roles = data.column_roles
         for name in metrics:
             role_column(df, name, "y", roles, "a metric")
             metric_values(df[name], name, "y")
@@ -73,16 +66,20 @@ class MetricSpec:
         q = self.covariates.q
         if q < 2:
             return
-        n = len(self.data.arm_codes)
-        mu = self.covariates.means(None, None)
-        centred_gram = np.zeros((q, q))
-        size = max(256, (1 << 21) // q)  # about 2**21 values per block
-        buffer = np.empty((q, min(size, n))).T
-        with single_blas_thread():
-            for start in range(0, n, size):
-                block = self.covariates.raw(slice(start, min(start + size, n)), out=buffer[:min(size, n - start)])
-                block -= mu
-                centred_gram += block.T @ block
+        if self.data.engine is not None:
+            centred_gram = self.data.engine.covariate_gram(self.covariates)
+        else:
+            n = len(self.data.arm_codes)
+            mu = self.covariates.means(None, None)
+            centred_gram = np.zeros((q, q))
+            size = max(256, (1 << 21) // q)  # about 2**21 values per block
+            buffer = np.empty((q, min(size, n))).T
+            with single_blas_thread():
+                for start in range(0, n, size):
+                    block = self.covariates.raw(slice(start, min(start + size, n)),
+                                                out=buffer[:min(size, n - start)])
+                    block -= mu
+                    centred_gram += block.T @ block
         names = list(self.covariates.names)
         bad = _dependent(centred_gram, names, only_if_singular=True)
         if bad:
@@ -102,21 +99,25 @@ class MetricSpec:
         q = self.covariates.q
         if q == 0:
             return
-        codes = self.data.instrument_codes
-        n, arms = len(codes), self.data.arms
-        mu = self.covariates.means(None, None)
-        count = np.zeros(len(arms))
-        sums = np.zeros((len(arms), q))
-        cross = np.zeros((len(arms), q, q))
-        size = max(256, (1 << 21) // q)
-        for start in range(0, n, size):
-            rows = slice(start, min(start + size, n))
-            block, block_codes = self.covariates.raw(rows) - mu, codes[rows]
-            for j in range(len(arms)):
-                part = block[block_codes == j]
-                count[j] += len(part)
-                sums[j] += part.sum(axis=0)
-                cross[j] += part.T @ part
+        arms = self.data.arms
+        if self.data.engine is not None:
+            count, sums, cross = self.data.engine.within_arm_sums(self.covariates)
+        else:
+            codes = self.data.instrument_codes
+            n = len(codes)
+            mu = self.covariates.means(None, None)
+            count = np.zeros(len(arms))
+            sums = np.zeros((len(arms), q))
+            cross = np.zeros((len(arms), q, q))
+            size = max(256, (1 << 21) // q)
+            for start in range(0, n, size):
+                rows = slice(start, min(start + size, n))
+                block, block_codes = self.covariates.raw(rows) - mu, codes[rows]
+                for j in range(len(arms)):
+                    part = block[block_codes == j]
+                    count[j] += len(part)
+                    sums[j] += part.sum(axis=0)
+                    cross[j] += part.T @ part
         names = list(self.covariates.names)
         for j, arm in enumerate(arms):
             if count[j] == 0:
@@ -136,7 +137,16 @@ class MetricSpec:
                     f"of {self.data.intent_to_treat!r}; covariates are interacted with the arms (Lin 2013), "
                     "so they must not be linearly dependent within any arm")
 
+    def engine_results(self, covariance, estimator):
+        """Fit on an engine table: the linear model's passes run in the engine
+        (:class:`causalflow.models.warehouse.EngineModelResults`)."""
+        from .warehouse import EngineModelResults
+        return EngineModelResults._fit(self, covariance, estimator)
+
     def source(self) -> DesignSource:
+        if self.data.engine is not None:
+            raise ValidationError("fit: this estimator reads the rows in memory; on an engine table (parquet, "
+                                  "DuckDB, Ibis, Spark) fit cf.LinearModel, or load the table into pandas")
         df, d = self.data.data, self.data
         outcomes = tuple(float_values(df[m]) for m in self.metrics)
         return DesignSource(assign=d.instrument_codes, dose=d.dose, treated=d.treated_codes,

@@ -9,9 +9,12 @@ look l adds the new rows' cross-products to those of look l - 1 and solves with 
 core's :func:`~causalflow.linalg.twosls.solve_2sls`. The sandwich meats, which need the
 residuals at the current coefficients, are accumulated exactly as well
 (:mod:`causalflow.linalg.incremental`): fourth-order moments for HC, per-cluster
-cross-products for CR. Covariates enter with a fixed shift (their mean over all rows) and
-each look's effect is the contrast at that look's covariate mean, which equals the core's
-fit on the rows seen so far (covariates centred at their mean then).
+cross-products for CR, kept with their Gram matrix over the clusters that no longer receive
+rows (:class:`~causalflow.linalg.incremental.ClusterScoreGram`), so that a look with clusters
+costs its new rows and the recently active clusters, not a pass over every cluster.
+Covariates enter with a fixed shift (their mean over all rows) and each look's effect is
+the contrast at that look's covariate mean, which equals the core's fit on the rows seen
+so far (covariates centred at their mean then).
 
 The mixture precision g is fixed before the first look (the martingale argument needs one
 mixture for all looks): ``LinearModel(av_g=...)``, or the optimum at
@@ -35,6 +38,7 @@ from ..linalg.anytime import optimal_g, running_anytime_valid
 from ..linalg.compliers import WaldRatio, arm_sums, cluster_arm_sums
 from ..linalg.incremental import (
     ClusterMoments,
+    ClusterScoreGram,
     LinMeatMoments,
     RowMeatMoments,
 )
@@ -77,13 +81,10 @@ class Monitoring:
         ``av_cs_lower`` / ``av_cs_upper`` the running intersection of the confidence
         sequences: both keep the guarantees under continuous monitoring.
         """
-        frames = []
-        for i, eff in enumerate(self.looks):
-            f = eff.to_frame()
-            f.insert(0, "n_rows", self.n_rows[i])
-            f.insert(0, "look", i)
-            frames.append(f)
-        out = pd.concat(frames, ignore_index=True)
+        # one frame from every look's records (as Effects.to_frame, with look and n_rows first)
+        rows = [{"look": i, "n_rows": self.n_rows[i], **row}
+                for i, eff in enumerate(self.looks) for row in eff.to_dicts()]
+        out = pd.DataFrame(rows, columns=["look", "n_rows", *self.looks[0].columns()])
         m = len(self.looks[0])
         shape = (len(self.looks), m)
         run = running_anytime_valid(out["av_p_value"].to_numpy().reshape(shape),
@@ -268,7 +269,7 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
             member[rows] = True
         states.append(_GroupState(metrics, member, spec.covariates.means(rows, source.weights),
                                   len(conditions), q, p, source.n_clusters if clustered else None, kinds,
-                                  J if late else 0))
+                                  J if late else 0, contrasts=len(conditions) * J * len(estimands)))
 
     results, start = [], 0
     for cut in cuts:
@@ -295,12 +296,18 @@ class _GroupState:
     conditions, which the complier means' influence on the LATE needs.
     """
 
-    def __init__(self, metrics, member, mu0, n_cond, q, p, n_clusters, kinds, late_arms=0):
+    def __init__(self, metrics, member, mu0, n_cond, q, p, n_clusters, kinds, late_arms=0, contrasts=1):
         self.metrics, self.member, self.mu0 = metrics, member, mu0
         self.moments = None
         self.meat = {k: None for k in kinds}
         K = len(metrics)
-        self.clusters = {k: ClusterMoments(n_clusters, p, K) for k in kinds} if n_clusters else None
+        # CR: a Gram of per-cluster sums, updated where rows arrive; with complier-mean terms
+        # (a LATE with covariates) per-fit cluster moments, whose score sums those terms join
+        self.clusters, self.gram = None, None
+        if n_clusters and late_arms:
+            self.clusters = {k: ClusterMoments(n_clusters, p, K) for k in kinds}
+        elif n_clusters:
+            self.gram = ClusterScoreGram(n_clusters, p, K, kinds, width=K * contrasts)
         self.cond_sum = np.zeros((n_cond, q))
         self.cond_w = np.zeros(n_cond)
         self.cond_n = np.zeros(n_cond, dtype=np.int64)
@@ -319,8 +326,12 @@ class _GroupState:
         Z, X, Y = source.split(block, len(self.metrics))
         self.moments = part if self.moments is None else self.moments + part
         self.n += len(rows)
+        if self.gram is not None:
+            self.gram.add_block(Z, X, Y, w, source.clusters[rows])
         for kind in self.meat:
             Xk = X if kind == "iv" else None
+            if self.gram is not None:
+                continue
             if self.clusters is not None:
                 self.clusters[kind].add_block(Z, Xk, Y, w, source.clusters[rows])
             else:
@@ -396,7 +407,9 @@ def _look_effects(states, source, conditions, estimands, covariance, layout, nam
     records, blocks = [], []        # blocks: (indices into records, covariance)
     for st in states:
         K = len(st.metrics)
-        G = st.clusters[next(iter(st.clusters))].n_clusters if clustered else None
+        G = None
+        if clustered:
+            G = st.gram.n_clusters if st.gram is not None else st.clusters[next(iter(st.clusters))].n_clusters
         dof = covariance.dof(st.n, p, G)
         fits = {}
         kinds = tuple(st.meat)
@@ -443,7 +456,12 @@ def _look_effects(states, source, conditions, estimands, covariance, layout, nam
             inf_d = fit.influence @ D.T
             valid = np.isfinite(inf_d).all(axis=0)     # LATE rows whose compliers are identified
             inf_d = np.where(valid, inf_d, 0.0)
-            if clustered:
+            if clustered and st.gram is not None:
+                order = [idx[(r, pos)] for pos in range(K) for r in range(m)]
+                keep = np.tile(valid, K)
+                part = st.gram.contrasts(kind, fit.coef, inf_d, keep)   # T_g = Q v_g
+                joint.append((part, [o for o, v in zip(order, keep) if v]))
+            elif clustered:
                 T = st.clusters[kind].score_sums(fit.coef, inf_d)        # (G_seen, K, m)
                 if ratios is not None:
                     seen = st.clusters[kind].seen
@@ -464,7 +482,10 @@ def _look_effects(states, source, conditions, estimands, covariance, layout, nam
                     cov = factor * (inf_d.T @ meat[pos] @ inf_d + extra[pos])
                     rows_ = [r for r in range(m) if valid[r]]
                     blocks.append(([idx[(r, pos)] for r in rows_], cov[np.ix_(rows_, rows_)]))
-        if joint:
+        if joint and st.gram is not None:
+            blocks.append(([o for _, order in joint for o in order],
+                           factor * st.gram.gram([part for part, _ in joint])))
+        elif joint:
             T = np.concatenate([t for t, _ in joint], axis=1)
             blocks.append(([o for _, order in joint for o in order], factor * (T.T @ T)))
     M = len(records)

@@ -622,6 +622,80 @@ def mediate_effect(args: MediateEffect, ws: Workspace) -> TableResult:
 
 
 # ---------------------------------------------------------------------------------------
+# many experiments at once
+# ---------------------------------------------------------------------------------------
+class AnalyzeMany(Args):
+    source: PathText = Field(description="a CSV / TSV / parquet path under a data root, or a table handle, "
+                                         "with one row per unit and an experiment-id column")
+    experiment: Name = Field(description="column of the experiment id")
+    intent_to_treat: Name = Field(description="column of the randomized assignment, the same in every experiment")
+    treated: Name | None = Field(None, description="column of the treatment received (encouragement designs)")
+    propensity: Name | float | None = Field(None, description="column of P(assigned to treatment), or the "
+                                                              "planned share of the treatment arm")
+    cluster_by: Name | list[Name] | None = Field(None, description="column(s) of the units randomized together")
+    control: Label | None = Field(None, description="label of the control arm (3+ arms without 0 or 'control')")
+    y: Metrics = Field(description="metric column(s)")
+    exogenous_covariates: list[Name] | None = Field(None, description="pre-treatment covariate columns")
+    cov_type: CovType | None = Field(None, description="default: each experiment's design default")
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class AnalyzeManyResult(Result):
+    handle: str = Field(description="handle of the effects table, e.g. many_1")
+    experiments: int
+    failed: list[Row] = Field(description="experiments that could not be analysed, with the reason")
+    columns: list[str]
+    rows: list[Row] = Field(description="one row per experiment x metric x arm x estimand (at most 5,000)")
+    truncated: bool = Field(description="more rows than returned: save or narrow the call")
+
+
+#: rows of an analyze_many table returned inline
+MANY_ROWS = 5000
+
+
+@tool(example={"source": "store.csv", "experiment": "device", "intent_to_treat": "assigned", "y": "sales",
+               "cluster_by": "region", "exogenous_covariates": ["pre_sales"]})
+def analyze_many(args: AnalyzeMany, ws: Workspace) -> AnalyzeManyResult:
+    """Analyse many experiments of one table at once (cf.analyze_many): every experiment id
+    is fitted on its own rows with the same roles, metrics and covariates; returns one
+    effects table with the experiment column first and an error column. An experiment that
+    cannot be analysed (a single arm, a singular design) gets one row with the reason and
+    does not stop the others."""
+    from ..platform.many import analyze_many as run_many
+
+    df, label = ws.table(args.source)
+    require_columns(df, args.experiment, "experiment")
+    for argument in ("intent_to_treat", "treated"):
+        if getattr(args, argument) is not None:
+            require_columns(df, getattr(args, argument), argument)
+    if isinstance(args.propensity, str):
+        require_columns(df, args.propensity, "propensity")
+    if args.cluster_by is not None:
+        require_columns(df, args.cluster_by, "cluster_by")
+    y = [args.y] if isinstance(args.y, str) else list(args.y)
+    require_columns(df, y, "y")
+    if args.exogenous_covariates:
+        require_columns(df, args.exogenous_covariates, "exogenous_covariates")
+    control = None
+    if args.control is not None:
+        control = match_label(args.control, tuple(pd.unique(df[args.intent_to_treat].dropna())), "control")
+    table = run_many(df, args.experiment, y=y, exogenous_covariates=args.exogenous_covariates,
+                     intent_to_treat=args.intent_to_treat, treated=args.treated, propensity=args.propensity,
+                     cluster_by=args.cluster_by, control=control, alpha=args.alpha,
+                     estimator=LinearModel(cov_type=args.cov_type), n_jobs=1)
+    handle = ws.store.put("many", table, f"effects of {table[args.experiment].nunique():,} experiments on {label}")
+    rows = [{str(k): _json_cell(v) for k, v in r.items()} for r in table.head(MANY_ROWS).to_dict("records")]
+    failed = table[table["error"].notna()]
+    failures = [{args.experiment: _json_cell(r[args.experiment]), "error": str(r["error"])}
+                for r in failed.to_dict("records")]
+    lines = [f"**{handle}**: {table[args.experiment].nunique():,} experiments, {len(failures)} failed", ""]
+    lines += [f"- {f[args.experiment]}: {f['error']}" for f in failures[:20]]
+    return AnalyzeManyResult(handle=handle, experiments=int(table[args.experiment].nunique()), failed=failures,
+                             columns=[str(c) for c in table.columns], rows=rows, truncated=len(table) > MANY_ROWS,
+                             markdown="\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------
 # monitoring and planning
 # ---------------------------------------------------------------------------------------
 class MonitorExperiment(Args):
@@ -841,5 +915,5 @@ def list_handles(args: ListHandles, ws: Workspace) -> HandleList:
 
 
 TOOLS = (list_sources, describe_source, create_experiment, fit_metrics, infer_effects, relative_effects,
-         adjust_effects, project_effects, mediate_effect, monitor_experiment, plan_experiment, save_effects,
-         list_handles)
+         adjust_effects, project_effects, mediate_effect, monitor_experiment, analyze_many, plan_experiment,
+         save_effects, list_handles)

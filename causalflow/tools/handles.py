@@ -42,6 +42,7 @@ KINDS = {
     "ranking": "a ranking of the arms (Ranking)",
     "mediation": "the path effects of a mediation (Mediation)",
     "monitor": "a monitored experiment (Monitoring)",
+    "many": "an effects table of many experiments (analyze_many)",
     "oci": "a run of the OCI loop (OCIRun)",
 }
 

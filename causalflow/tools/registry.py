@@ -34,9 +34,7 @@ REGISTRY: dict[str, Tool] = {f.__tool__.name: f.__tool__
                               for f in (*experiments.TOOLS, *decisions.TOOLS, *observational.TOOLS)}
 
 #: tools of API.md section 7 whose feature is not in the library yet
-PENDING = {
-    "analyze_many": "analyse many experiments (cf.analyze_many): the warehouse issue",
-}
+PENDING: dict[str, str] = {}
 
 Format = Literal["openai", "anthropic", "mcp"]
 
