@@ -307,3 +307,39 @@ def test_analyze_many_engine_queries_do_not_grow_with_experiments(monkeypatch):
         assert out.error.isna().all() and out.exp.nunique() == E
         counts.append(len(calls))
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("design,source", [("ab", "parquet"), ("encouragement_cluster_cr1", "relation"),
+                                           ("cluster_cr1", "ibis")])
+def test_monitor_on_an_engine_equals_monitor_in_memory(design, source, tmp_path):
+    """A look on an engine is a filter on the arrival column (distinct arrival times here, so
+    the looks hold the same rows as in memory): every look's effects and the running
+    anytime-valid columns equal the in-memory monitor's at rtol 1e-10 (same sums, another
+    summation order)."""
+    frame = make_frame(n=2400, seed=7)
+    frame["ts"] = np.random.default_rng(3).permutation(len(frame)) / 10.0
+    path = tmp_path / "events.parquet"
+    frame.to_parquet(path)
+    table = {"parquet": str(path), "relation": duckdb.read_parquet(str(path)),
+             "ibis": ibis.duckdb.connect().read_parquet(str(path))}[source]
+    roles, cov_type = DESIGNS[design]
+    kwargs = dict(y=["y", "orders"], exogenous_covariates=["x", "device"], arrival="ts", looks=4,
+                  estimator=cf.LinearModel(cov_type=cov_type), condition_on=["device == 'mobile'"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cf.DesignWarning)
+        memory = cf.monitor(cf.ExperimentData(frame, **roles), **kwargs)
+        engine = cf.monitor(cf.ExperimentData(table, **roles), **kwargs)
+    assert engine.n_rows == memory.n_rows and engine.g == pytest.approx(memory.g, rel=1e-12)
+    a, b = memory.to_frame(), engine.to_frame()
+    assert len(a) == len(b) == 4 * len(memory.looks[0].to_frame())
+    for column in ["estimate", "std_error", "p_value", "av_p_value", "av_p_value_running", "av_cs_lower",
+                   "av_cs_upper"]:
+        np.testing.assert_allclose(b[column], a[column], rtol=RTOL, atol=1e-12, err_msg=column)
+
+
+def test_monitor_on_an_engine_needs_the_arrival_column(sources):
+    data = cf.ExperimentData(sources["relation"], intent_to_treat="z")
+    with pytest.raises(cf.ValidationError, match="arrival: an engine table has no row order"):
+        cf.monitor(data, y="y", looks=3)
+    with pytest.raises(cf.ValidationError, match="arrival: column 'when' is not in the data"):
+        cf.monitor(data, y="y", arrival="when", looks=3)

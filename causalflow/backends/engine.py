@@ -85,7 +85,7 @@ def _ibis():
 def is_engine_table(obj) -> bool:
     """True for what :class:`EngineTable` accepts: a parquet path or glob (str or path), a
     DuckDB relation, an Ibis table, a Spark DataFrame."""
-    if isinstance(obj, (str, os.PathLike)):
+    if isinstance(obj, (str, os.PathLike, EngineTable)):
         return True
     module, name = type(obj).__module__, type(obj).__name__
     if module.startswith("duckdb") and "Relation" in name:
@@ -146,6 +146,8 @@ class EngineTable:
     @classmethod
     def of(cls, obj) -> EngineTable:
         """Wrap a parquet path / glob, a DuckDB relation, an Ibis table or a Spark DataFrame."""
+        if isinstance(obj, EngineTable):
+            return obj
         ibis = _ibis()
         if isinstance(obj, (str, os.PathLike)):
             duckdb = require("duckdb", "warehouse")
@@ -176,6 +178,20 @@ class EngineTable:
             return cls(table, "pyspark", lambda expr: session.sql(ibis.to_sql(expr, dialect="pyspark")).toPandas(),
                        session=session)
         raise ValidationError(f"data: expected a table, a parquet path or an engine table, got {name}")
+
+    def where(self, predicate) -> EngineTable:
+        """The rows where the Ibis boolean ``predicate`` (built on :attr:`table`) holds, on
+        the same engine (a look of :func:`causalflow.monitor`: a filter on the arrival column)."""
+        return EngineTable(self.table.filter(predicate), self.backend, self._run, self._lookups, self._session)
+
+    def arrival_cuts(self, arrival: str, counts) -> np.ndarray:
+        """The value of column ``arrival`` at each 1-based rank in ``counts`` when the rows are
+        sorted by it (one query with a window function)."""
+        ibis = _ibis()
+        ranked = self.table.select(a=self.table[arrival]).mutate(rank=ibis.row_number().over(order_by="a"))
+        wanted = [int(c) - 1 for c in counts]  # row_number() counts from 0 in Ibis
+        out = self._run(ranked.filter(ranked["rank"].isin(wanted)).order_by("rank").select("a"))
+        return out["a"].to_numpy()
 
     @classmethod
     def _relation(cls, relation) -> EngineTable:

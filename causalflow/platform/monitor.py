@@ -24,6 +24,7 @@ with CR covariances) — a sample size only, never an outcome.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ import pandas as pd
 from ..backends.memory import block_moments
 from ..data import ExperimentData
 from ..effects.record import Effects, Inference
-from ..errors import ValidationError
+from ..errors import DesignWarning, ValidationError
 from ..linalg.anytime import optimal_g, running_anytime_valid
 from ..linalg.compliers import WaldRatio, arm_sums, cluster_arm_sums
 from ..linalg.incremental import (
@@ -156,6 +157,9 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     ----------
     data : ExperimentData, or a list of ExperimentData
         The experiment; or the batches of rows that arrived between looks (same roles).
+        On a warehouse table (parquet, DuckDB, Ibis, Spark) ``arrival`` is required and a
+        look is a filter on it, fitted in the engine: the rows whose arrival is at most that
+        of the row ranked at the look's count (ties included).
     y, exogenous_covariates : as in ``ExperimentData.add_metric``.
     arrival : str, optional
         Column that orders arrival (rows are sorted by it, stably); default: row order.
@@ -206,6 +210,9 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
     """
     if not 0 < alpha < 1:
         raise ValidationError(f"alpha: {alpha!r} is outside (0, 1)")
+    if getattr(data, "engine", None) is not None:
+        return _monitor_engine(data, y, exogenous_covariates, arrival, looks, estimator, condition_on, alpha,
+                               estimands)
     if isinstance(data, (list, tuple)):
         if not data:
             raise ValidationError("data: empty list of looks")
@@ -279,6 +286,49 @@ def monitor(data, y, exogenous_covariates=None, *, arrival: str | None = None, l
             st.add(source, new[st.member[new]], masks, J)
         results.append(_look_effects(states, source, conditions, estimands, covariance, layout, names,
                                      spec.metrics, data, alpha, inference))
+    return Monitoring(tuple(results), tuple(int(c) for c in cuts), float(g), float(alpha))
+
+
+def _monitor_engine(data, y, exogenous_covariates, arrival, looks, estimator, condition_on, alpha,
+                    estimands) -> Monitoring:
+    """:func:`monitor` on a warehouse table: look l is the fit, in the engine, of the rows
+    whose ``arrival`` is at most the arrival of the row ranked ``n_rows[l]`` (rows tied with
+    it are in the look too; an engine table has no row order, so ``arrival`` is required).
+    Each look is one engine fit of the rows seen so far, with the mixture precision g fixed
+    at the planned size as in memory, so its effects equal the in-memory monitor's."""
+    if arrival is None:
+        raise ValidationError("arrival: an engine table has no row order; name the column that orders arrival")
+    table = data.engine.table
+    if arrival not in table.columns:
+        raise ValidationError(f"arrival: column {arrival!r} is not in the data")
+    estimator = LinearModel() if estimator is None else (estimator() if isinstance(estimator, type) else estimator)
+    if not isinstance(estimator, LinearModel):
+        raise ValidationError(f"estimator: monitoring needs a LinearModel, got {estimator!r}")
+    n = data.design.n_units
+    cuts = _cuts(looks, n)
+    cov_type = estimator.cov_type or ("CR1" if data.cluster_by else "HC1")
+    if Covariance.of(cov_type).meat != "scores":
+        raise ValidationError(f"cov_type: monitoring serves HC0, HC1, CR0 and CR1, not {cov_type}")
+    clustered = Covariance.of(cov_type).clustered
+    g = estimator.av_g
+    if g is None:
+        planned = estimator.av_planned_n or (data.design.n_clusters if clustered else n)
+        spec = data.add_metric(y=y, exogenous_covariates=exogenous_covariates)
+        extra = 1.0 if clustered else float(CoefLayout(data.n_arms, spec.covariates.q).p)
+        if planned - extra <= 0:
+            raise ValidationError(f"av_planned_n: {planned!r} leaves no residual degrees of freedom")
+        g = float(optimal_g(planned, planned - extra, alpha))
+    look_model = LinearModel(cov_type=cov_type, av_g=g, inference=estimator.inference)
+    roles = dict(intent_to_treat=data.intent_to_treat, treated=data.treated, propensity=data.propensity,
+                 instrument=data.instrument, cluster_by=data.cluster_by, control=data.control)
+    values = table.arrival_cuts(arrival, cuts)
+    results = []
+    for value in values:
+        with warnings.catch_warnings():  # the design's warnings were given once, for the whole table
+            warnings.simplefilter("ignore", DesignWarning)
+            look = ExperimentData(table.where(table.table[arrival] <= value), **roles)
+        results.append(look.add_metric(y=y, exogenous_covariates=exogenous_covariates).fit(look_model)
+                       .infer_effect(condition_on=condition_on, alpha=alpha, estimands=estimands))
     return Monitoring(tuple(results), tuple(int(c) for c in cuts), float(g), float(alpha))
 
 
