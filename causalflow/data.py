@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .backends.engine import EngineTable, is_engine_table, read_experiment, read_metrics
-from .design import pick_control
+from .design import pick_control, sorted_labels
 from .errors import DesignWarning, ValidationError
 from .linalg.sandwich import default_cov_type
 from .linalg.srm import SRM_THRESHOLD, sample_ratio_check
@@ -315,10 +315,7 @@ class ExperimentData:
         if len(labels) < 2:
             raise ValidationError(f"intent_to_treat: column {intent_to_treat!r} has a single arm "
                                   f"({labels.tolist()[0]!r}); an experiment needs at least two")
-        try:
-            labels = sorted(labels.tolist())
-        except TypeError:
-            labels = sorted(labels.tolist(), key=str)
+        labels = sorted_labels(labels.tolist())
         self.control = self._pick_control(labels, control)
         self.arms = tuple([self.control] + [a for a in labels if a != self.control])
         self.arm_codes = _arm_codes(assign, self.arms).astype(np.int64)

@@ -530,6 +530,20 @@ def _listed_target_means(covariates: Covariates, table: pd.DataFrame) -> np.ndar
     return out
 
 
+def sorted_labels(labels) -> list:
+    """Arm labels or category levels in their natural order, or by their text when they
+    do not compare (mixed types): the one order of arms and levels, in memory and in engines.
+
+    >>> sorted_labels([2, 1]), sorted_labels(["b", 1])
+    ([1, 2], [1, 'b'])
+    """
+    labels = list(labels)
+    try:
+        return sorted(labels)
+    except TypeError:
+        return sorted(labels, key=str)
+
+
 def pick_control(labels: list, control, intent_to_treat: str):
     """The control arm among the sorted ``labels`` of ``intent_to_treat``: ``control`` when
     given (it must be a label); else 0 / False, else ``"control"``, else the first of two.

@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 
 from .._optional import require
-from ..design import Covariates, role_column
+from ..design import Covariates, role_column, sorted_labels
 from ..errors import DesignWarning, ValidationError
 from ..linalg.srm import SampleRatioCheck, sample_ratio_test
 from ..linalg.twosls import Moments
@@ -835,10 +835,7 @@ def read_experiment(table: EngineTable, data, propensity, pick_control, arm_mapp
     if len(labels) < 2:
         raise ValidationError(f"intent_to_treat: column {intent!r} has a single arm "
                               f"({labels[0]!r}); an experiment needs at least two")
-    try:
-        labels = sorted(labels)
-    except TypeError:
-        labels = sorted(labels, key=str)
+    labels = sorted_labels(labels)
     control = pick_control(labels, data.control_arg)
     arms = tuple([control] + [a for a in labels if a != control])
     data.arms, data.n_arms = arms, len(arms) - 1  # the mapping checks of propensity read them
@@ -1067,11 +1064,7 @@ def _read_covariates(exp: EngineExperiment, columns: list, roles: dict) -> Engin
             numeric.append((name, None))
             names.append(name)
         else:
-            levels = table.distinct(name)
-            try:
-                levels = sorted(levels)
-            except TypeError:
-                levels = sorted(levels, key=str)
+            levels = sorted_labels(table.distinct(name))
             if len(levels) < 2:
                 raise ValidationError(f"exogenous_covariates: column {name!r} is constant ({levels[0]!r})")
             categorical.append((name, None, tuple(levels)))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..backends.engine import EngineTable, Stager, compile_condition
-from ..design import pick_control
+from ..design import pick_control, sorted_labels
 from ..errors import ValidationError
 from ..linalg.compliers import WaldRatio
 from ..linalg.layout import CoefLayout
@@ -542,11 +542,7 @@ class _Many:
         self._exists(self.experiment, "experiment")
         self.key = et.col(self.experiment)
         self._exists(self.intent, "intent_to_treat")
-        labels = et.distinct(self.intent)
-        try:
-            labels = sorted(labels)
-        except TypeError:
-            labels = sorted(labels, key=str)
+        labels = sorted_labels(et.distinct(self.intent))
         if not labels:
             raise ValidationError(f"intent_to_treat: column {self.intent!r} has no values")
         self.labels = labels
@@ -610,11 +606,7 @@ class _Many:
                 numeric.append((name, None))
                 names.append(name)
             else:
-                levels = et.distinct(name)
-                try:
-                    levels = sorted(levels)
-                except TypeError:
-                    levels = sorted(levels, key=str)
+                levels = sorted_labels(et.distinct(name))
                 categorical.append((name, None, tuple(levels)))
                 level_names += [f"{name}[{level}]" for level in levels[1:]]
         if len(set(self.covariate_names)) != len(self.covariate_names):
