@@ -16,10 +16,8 @@ intervals that cover the truth and their mean length, and is written into the se
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -35,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import few_clusters_dgp as dgp  # noqa: E402
+from _common import machine_info  # noqa: E402
 
 import causalflow as cf  # noqa: E402
 
@@ -71,16 +70,11 @@ def probe() -> tuple[dict, set, list[str]]:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    git = {"cwd": ROOT, "capture_output": True, "text": True, "check": False,
-           "env": {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}}  # read-only: no index refresh
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "causalflow"], **git).stdout.strip()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "commit": commit + ("+uncommitted" if dirty else ""),
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "python": sys.version.split()[0], "numpy": np.__version__, "pandas": pd.__version__}
+    """:func:`_common.machine_info` with the fields the section prints."""
+    info = machine_info()
+    dirty = "+uncommitted" if info["uncommitted_causalflow_files"] else ""
+    return {**info, "commit": info["commit"] + dirty, "numpy": info["versions"]["numpy"],
+            "pandas": info["versions"]["pandas"]}
 
 
 def table(summary: pd.DataFrame, methods: list[str]) -> str:

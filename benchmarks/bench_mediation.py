@@ -19,9 +19,7 @@ benchmarks/README.md unless ``--no-readme``.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import subprocess
 import sys
 import time
 
@@ -36,7 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import causalflow as cf  # noqa: E402
-from benchmarks._common import Measure  # noqa: E402
+from benchmarks._common import Measure, machine_info  # noqa: E402
 
 GRAPH = "T -> a; T -> b; a -> b; a -> c; b -> c; b -> y; c -> y"
 SECTION = "## Mediation: a 4-node graph vs one LinearModel fit (issue 18)"
@@ -97,16 +95,10 @@ def run(n: int, q: int, n_clusters: int | None, repeat: int, replicates: int, jo
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    git = {"cwd": ROOT, "capture_output": True, "text": True, "check": False,
-           "env": {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}}  # read-only: no index refresh
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip()
-    load = os.getloadavg()
-    return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
-            "cores": os.cpu_count(), "commit": commit, "load": f"{load[0]:.1f}",
-            "numpy": np.__version__, "pandas": pd.__version__, "python": sys.version.split()[0]}
+    """:func:`_common.machine_info` with the fields the report prints."""
+    info = machine_info()
+    return {**info, "cores": info["nproc"], "load": f"{os.getloadavg()[0]:.1f}",
+            "numpy": info["versions"]["numpy"], "pandas": info["versions"]["pandas"]}
 
 
 def report(results: dict, info: dict, args) -> str:
