@@ -29,7 +29,7 @@ from scipy import stats
 from .._optional import require
 from ..errors import ValidationError
 from ..graph import CausalGraph
-from .render import Rendered, plain
+from .render import JointRecords, Rendered, plain
 
 __all__ = ["Bootstrap", "Mediation", "TotalCheck"]
 
@@ -81,7 +81,7 @@ def _inference_columns(estimate, cov, dof, alpha, inference) -> dict:
 
 
 @dataclass(frozen=True, repr=False)
-class Mediation(Rendered):
+class Mediation(JointRecords):
     """Path effects of a mediation (from :meth:`GraphEffect.mediate_effect`), with their joint covariance.
 
     ``to_frame()`` has one row per metric x arm x condition x estimand x path, with
@@ -130,17 +130,6 @@ class Mediation(Rendered):
 
     _rows_key = "paths"
     _text_columns = 5
-
-    @property
-    def estimate(self) -> np.ndarray:
-        return np.array([r["estimate"] for r in self.records])
-
-    @property
-    def std_error(self) -> np.ndarray:
-        return np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def columns(self) -> tuple:
         base = ("metric", "arm", "condition", "estimand", "path", "estimate", "std_error", "ci_lower", "ci_upper",

@@ -23,7 +23,7 @@ from .adjust import Adjustment, adjustment
 from .mediation import GraphEffect
 from .project import project
 from .relative import relative_effects
-from .render import Rendered, plain
+from .render import JointRecords, plain
 
 __all__ = ["COLUMNS", "ContrastModel", "Effects", "Inference"]
 
@@ -82,7 +82,7 @@ class ContrastModel(Protocol):
 
 
 @dataclass(frozen=True, repr=False)
-class Effects(Rendered):
+class Effects(JointRecords):
     r"""Effects of every metric x arm x condition (x estimand) of one call, with their joint covariance.
 
     Attributes
@@ -157,17 +157,6 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
         return replace(self, records=tuple(records), cov=cov, conditions=tuple(conditions), adjustment=None)
 
     # -- numbers -------------------------------------------------------------------------
-    @property
-    def estimate(self) -> np.ndarray:
-        return np.array([r["estimate"] for r in self.records])
-
-    @property
-    def std_error(self) -> np.ndarray:
-        return np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
-
-    def __len__(self) -> int:
-        return len(self.records)
-
     def project(self, weights) -> Effects:
         r"""Project onto a mix of conditions, or onto a target population's covariates.
 

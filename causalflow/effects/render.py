@@ -95,3 +95,19 @@ class Rendered:
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+class JointRecords(Rendered):
+    """Mixin of a record of estimates with their joint covariance: ``records`` (dicts with
+    an ``estimate``) and ``cov``; standard errors are the root of its diagonal."""
+
+    @property
+    def estimate(self) -> np.ndarray:
+        return np.array([r["estimate"] for r in self.records])
+
+    @property
+    def std_error(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
+
+    def __len__(self) -> int:
+        return len(self.records)
