@@ -148,3 +148,16 @@ def test_the_monitor_uses_the_gram_only_without_complier_terms():
                                       ("itt", "iv"), late_arms=1)
     assert plain.gram is not None and plain.clusters is None
     assert late.gram is None and late.clusters is not None
+
+
+def test_the_frame_of_all_looks_stacks_each_looks_own_frame():
+    """``Monitoring.to_frame`` evaluates the intervals and p-values of every look at once;
+    each look's rows are that look's ``Effects.to_frame``, exactly."""
+    df = _arrivals(seed=5)
+    mon = monitor(cf.ExperimentData(df, intent_to_treat="t", cluster_by="store"), y=["y", "z"],
+                  exogenous_covariates=["x"], arrival="ts", looks=[300, 900, len(df)], condition_on=["x > 3"])
+    frame = mon.to_frame()
+    assert list(frame.n_rows.unique()) == list(mon.n_rows)
+    for look, eff in enumerate(mon.looks):
+        rows = frame[frame.look == look].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows[list(eff.columns())], eff.to_frame(), check_exact=True)

@@ -251,42 +251,22 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
     # -- the one serialisation path -----------------------------------------------------
     def _dof(self) -> np.ndarray | None:
         """Each effect's t reference dof (None: normal; NaN where a record has none)."""
-        if self.inference.distribution == "normal" or not self.records:
-            return None
-        dof = np.array([r.get("dof", np.nan) for r in self.records], dtype=float)
-        return np.where(dof > 0, dof, np.nan)
+        return _reference_dof(self.records, self.inference)
 
     def _sf(self, t: np.ndarray) -> np.ndarray:
-        """P(T > t) under each effect's reference: Student's t (``scipy.special.stdtr``, what
-        ``scipy.stats.t.sf`` evaluates, without building a frozen distribution per record),
-        normal for ``inference="normal"`` or infinite dof."""
-        dof = self._dof()
-        if dof is None:
-            return stats.norm.sf(t)
-        return np.where(np.isinf(dof), stats.norm.sf(t), special.stdtr(np.where(np.isinf(dof), 1.0, dof), -t))
+        """P(T > t) under each effect's reference (:func:`_sf`)."""
+        return _sf(t, self._dof())
 
     def _isf(self, q: float) -> np.ndarray:
-        """The upper-q quantile of each effect's reference (``scipy.special.stdtrit``)."""
-        dof = self._dof()
-        if dof is None:
-            return np.full(len(self.records), stats.norm.isf(q))
-        return np.where(np.isinf(dof), stats.norm.isf(q), -special.stdtrit(np.where(np.isinf(dof), 1.0, dof), q))
+        """The upper-q quantile of each effect's reference (:func:`_isf`)."""
+        return _isf(q, self._dof(), len(self.records))
 
     def _p_values(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return 2 * self._sf(np.abs(self.estimate / self.std_error))
+        return _p_values(self.estimate, self.std_error, self._dof())
 
     def _anytime_columns(self) -> dict:
         """Anytime-valid p-values and confidence sequences (:mod:`causalflow.linalg.anytime`)."""
-        nan = np.full(len(self.records), np.nan)
-        if not self.records:
-            return {"av_p_value": nan, "av_ci_lower": nan, "av_ci_upper": nan}
-        inf = self.inference
-        av = contrast_anytime_valid(self.estimate, self.std_error,
-                                    [r.get("av_dof", r.get("dof")) for r in self.records],
-                                    inf.cov_type, inf.n_params, self.alpha, g=inf.av_g,
-                                    planned_n=inf.av_planned_n)
-        return {"av_p_value": av.p_value, "av_ci_lower": av.ci_lower, "av_ci_upper": av.ci_upper}
+        return _anytime_columns(self.records, self.estimate, self.std_error, self.inference, self.alpha)
 
     def columns(self) -> tuple:
         extra = () if self.adjustment is None else ("p_value_adjusted", "sim_ci_lower", "sim_ci_upper")
@@ -294,26 +274,8 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
 
     def to_dicts(self) -> list[dict]:
         """One dict per effect with every column of :meth:`columns` (the one serialisation path)."""
-        est, se = self.estimate, self.std_error
-        with np.errstate(invalid="ignore"):
-            crit = self._isf(self.alpha / 2)
-        p_value = self._p_values()
-        av = self._anytime_columns()
-        adj = self.adjustment
-        out = []
-        for i, r in enumerate(self.records):
-            row = {"metric": r["metric"], "arm": plain(r["arm"]), "condition": r["condition"],
-                   "estimand": r["estimand"], "estimate": est[i], "std_error": se[i],
-                   "ci_lower": est[i] - crit[i] * se[i], "ci_upper": est[i] + crit[i] * se[i],
-                   "p_value": p_value[i], "av_p_value": av["av_p_value"][i],
-                   "av_ci_lower": av["av_ci_lower"][i], "av_ci_upper": av["av_ci_upper"][i],
-                   "n": int(r["n"]), "dof": plain(r.get("dof")), "cov_type": self.inference.cov_type}
-            if adj is not None:
-                row["p_value_adjusted"] = float(adj.p_value_adjusted[i])
-                row["sim_ci_lower"] = float(adj.sim_ci_lower[i])
-                row["sim_ci_upper"] = float(adj.sim_ci_upper[i])
-            out.append(row)
-        return out
+        return _rows(self.records, effect_numbers(self.records, self.estimate, self.std_error, self.inference,
+                                                  self.alpha), self.inference, self.adjustment)
 
     def _meta(self) -> dict:
         out = {"alpha": self.alpha, "cov_type": self.inference.cov_type,
@@ -354,3 +316,92 @@ u` the effect's ``dof``; with ``"normal"`` the normal quantiles. The
         check = getattr(getattr(self.model, "design", None), "sample_ratio", None)
         warning = None if check is None else check.warning()
         return lines + ([warning] if warning else [])
+
+
+# -- the numbers of the serialisation path, as functions of arrays: a record's rows
+# (Effects.to_dicts) and the rows of many records of one inference at once (the looks of a
+# monitored experiment) come from the same code
+
+
+def _reference_dof(records, inference: Inference) -> np.ndarray | None:
+    """Each effect's t reference dof (None: normal; NaN where a record has none)."""
+    if inference.distribution == "normal" or not records:
+        return None
+    dof = np.array([r.get("dof", np.nan) for r in records], dtype=float)
+    return np.where(dof > 0, dof, np.nan)
+
+
+def _sf(t: np.ndarray, dof: np.ndarray | None) -> np.ndarray:
+    """P(T > t) under each effect's reference: Student's t (``scipy.special.stdtr``, what
+    ``scipy.stats.t.sf`` evaluates, without building a frozen distribution per record),
+    normal for ``inference="normal"`` or infinite dof."""
+    if dof is None:
+        return stats.norm.sf(t)
+    return np.where(np.isinf(dof), stats.norm.sf(t), special.stdtr(np.where(np.isinf(dof), 1.0, dof), -t))
+
+
+def _isf(q: float, dof: np.ndarray | None, m: int) -> np.ndarray:
+    """The upper-q quantile of each effect's reference (``scipy.special.stdtrit``)."""
+    if dof is None:
+        return np.full(m, stats.norm.isf(q))
+    return np.where(np.isinf(dof), stats.norm.isf(q), -special.stdtrit(np.where(np.isinf(dof), 1.0, dof), q))
+
+
+def _p_values(estimate: np.ndarray, std_error: np.ndarray, dof: np.ndarray | None) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 2 * _sf(np.abs(estimate / std_error), dof)
+
+
+def _anytime_columns(records, estimate, std_error, inference: Inference, alpha: float) -> dict:
+    """Anytime-valid p-values and confidence sequences (:mod:`causalflow.linalg.anytime`)."""
+    nan = np.full(len(records), np.nan)
+    if not records:
+        return {"av_p_value": nan, "av_ci_lower": nan, "av_ci_upper": nan}
+    av = contrast_anytime_valid(estimate, std_error, [r.get("av_dof", r.get("dof")) for r in records],
+                                inference.cov_type, inference.n_params, alpha, g=inference.av_g,
+                                planned_n=inference.av_planned_n)
+    return {"av_p_value": av.p_value, "av_ci_lower": av.ci_lower, "av_ci_upper": av.ci_upper}
+
+
+def effect_numbers(records, estimate: np.ndarray, std_error: np.ndarray, inference: Inference,
+                   alpha: float) -> dict:
+    """The numeric columns (arrays) of the effects ``records`` with their estimates and
+    standard errors: interval, p-value and the anytime-valid columns. Every entry depends on
+    its own effect only, so the records of several calls with one ``inference`` and
+    ``alpha`` can be stacked into one evaluation."""
+    dof = _reference_dof(records, inference)
+    with np.errstate(invalid="ignore"):
+        crit = _isf(alpha / 2, dof, len(records))
+    return {"estimate": estimate, "std_error": std_error, "ci_lower": estimate - crit * std_error,
+            "ci_upper": estimate + crit * std_error, "p_value": _p_values(estimate, std_error, dof),
+            **_anytime_columns(records, estimate, std_error, inference, alpha)}
+
+
+def _rows(records, numbers: dict, inference: Inference, adjustment: Adjustment | None = None) -> list[dict]:
+    """One dict per effect (the columns of :data:`COLUMNS`, and the adjustment's)."""
+    est, se, lo, hi = numbers["estimate"], numbers["std_error"], numbers["ci_lower"], numbers["ci_upper"]
+    p_value, av_p, av_lo, av_hi = (numbers[c] for c in ("p_value", "av_p_value", "av_ci_lower", "av_ci_upper"))
+    out = []
+    for i, r in enumerate(records):
+        row = {"metric": r["metric"], "arm": plain(r["arm"]), "condition": r["condition"],
+               "estimand": r["estimand"], "estimate": est[i], "std_error": se[i],
+               "ci_lower": lo[i], "ci_upper": hi[i], "p_value": p_value[i], "av_p_value": av_p[i],
+               "av_ci_lower": av_lo[i], "av_ci_upper": av_hi[i],
+               "n": int(r["n"]), "dof": plain(r.get("dof")), "cov_type": inference.cov_type}
+        if adjustment is not None:
+            row["p_value_adjusted"] = float(adjustment.p_value_adjusted[i])
+            row["sim_ci_lower"] = float(adjustment.sim_ci_lower[i])
+            row["sim_ci_upper"] = float(adjustment.sim_ci_upper[i])
+        out.append(row)
+    return out
+
+
+def effect_columns(records, numbers: dict, inference: Inference) -> dict:
+    """The columns of :data:`COLUMNS` (lists and arrays) of the rows :func:`_rows` gives, for a
+    frame built column by column."""
+    return {"metric": [r["metric"] for r in records], "arm": [plain(r["arm"]) for r in records],
+            "condition": [r["condition"] for r in records], "estimand": [r["estimand"] for r in records],
+            **{c: numbers[c] for c in ("estimate", "std_error", "ci_lower", "ci_upper", "p_value",
+                                       "av_p_value", "av_ci_lower", "av_ci_upper")},
+            "n": [int(r["n"]) for r in records], "dof": [plain(r.get("dof")) for r in records],
+            "cov_type": [inference.cov_type] * len(records)}

@@ -312,7 +312,7 @@ class ClusterScoreGram:
     coefficients from the clusters that received rows recently and one D x D matrix for
     all the others.
 
-    Per cluster g keep :math:`v_g = [\mathrm{vec}\,Z_g'W_g(Y_g - 1c'),\ \mathrm{vech}\,
+    Per cluster g keep :math:`v_g = [\mathrm{vec}\,(Y_g - 1c')'W_gZ_g,\ \mathrm{vech}\,
     Z_g'W_gZ_g \text{ (reduced form)},\ \mathrm{vec}\,Z_g'W_gX_g \text{ (2SLS)}]` (length D;
     c: the metrics' weighted means over the first rows, a fixed shift against cancellation).
     The score sum of metric k at coefficients b is linear in :math:`v_g`, because the first
@@ -331,16 +331,19 @@ class ClusterScoreGram:
     with arrivals of new units (each cluster receives rows over a few looks) the active set
     is small. With the rows of every cluster spread over the whole experiment nearly all
     clusters stay active and a look costs one product over the clusters, :math:`O(G D\,Km)`,
-    as with :class:`ClusterMoments`. ``hold`` starts at :math:`\lceil D / (2Km) \rceil`
-    looks (retiring costs :math:`D^2/2`, staying active :math:`D\,Km` per look) and doubles
-    whenever more clusters come back from S at a look than half of those that retired at
-    the previous one.
+    as with :class:`ClusterMoments`. ``hold`` starts at one look and doubles whenever more
+    clusters come back from S at a look than half of those that retired at the previous one:
+    a cluster retires once however long it is held (:math:`D^2/2`, one BLAS syrk), while
+    each look it stays active costs a gather of its :math:`v_g` and :math:`D\,Km` (memory
+    bound), so holding pays only for clusters that come back (their :math:`D^2` twice). On
+    the benchmark of 50,000 arriving units (K = 20, D = 141; benchmarks/README.md) a hold of
+    1 cost 10% less in this class than the earlier start at :math:`\lceil D / (2Km) \rceil = 4`.
 
     Parameters
     ----------
     n_clusters, p, K : clusters, coefficients, metrics
     kinds : fits whose meat is needed, ``"itt"`` (X = Z) and / or ``"iv"``
-    width : columns of the contrast sums per look (K x contrasts), for ``hold``
+    width : columns of the contrast sums per look (K x contrasts): an active cluster costs D x width a look
 
     Examples
     --------
@@ -364,7 +367,8 @@ class ClusterScoreGram:
             self.offsets[kind] = off
             off += len(self.iu[0]) if kind == "itt" else p * p
         self.D = off
-        # v_g in two arrays, so that the Z'W(y - c) part reshapes to (G K x p) without a copy
+        # v_g in two arrays: Va the Z'W(y - c) part, row-major (index a K + k: a look adds the
+        # rows' sums as they come out of the sparse product, and T_A is one batched product)
         self.Va = np.zeros((n_clusters, K * p))
         self.Vw = np.zeros((n_clusters, self.D - K * p))
         self.seen = np.zeros(n_clusters, dtype=bool)
@@ -372,7 +376,7 @@ class ClusterScoreGram:
         self.last = np.full(n_clusters, -1, dtype=np.int64)  # look that last gave the cluster rows
         self.S = np.zeros((self.D, self.D))  # upper triangle of the retired clusters' Gram
         self.width = max(int(width), 1)
-        self.hold = max(1, -(-self.D // (2 * self.width)))
+        self.hold = 1
         self.retired = 0  # clusters retired at the last look
         self.looks = 0
         self.centre = None
@@ -390,38 +394,39 @@ class ClusterScoreGram:
         """Every :math:`v_g` (G x D), a copy."""
         return np.concatenate([self.Va, self.Vw], axis=1)
 
-    def _sums(self, Z, X, Y, w, order, indptr) -> np.ndarray:
-        r"""(U, D): the rows' sums per touched cluster from one sparse product whose row
-        (g, a) holds :math:`w_i z_{ia}` over cluster g's rows, applied to
-        :math:`[y_i - c, z_i, x_i]`; no n x D array. ``order`` lists the rows cluster by
-        cluster, ``indptr`` where each cluster starts."""
+    def _add_sums(self, Z, X, Y, w, touched, local) -> None:
+        r"""Add the rows' sums to :math:`v_g` of the ``touched`` clusters (``local``: each
+        row's position among them), from one sparse product whose row (g, a) holds
+        :math:`w_i z_{ia}` over cluster g's rows, applied to :math:`[y_i - c, z_i, x_i]`; no
+        n x D array. The sparse matrix is built column by column (CSC: column i holds row
+        i's p entries), on the rows in their order: no sort, and within a cluster the rows
+        are added in that order."""
         import scipy.sparse
 
         n, p, K = len(Z), self.p, self.K
-        n_touched = len(indptr) - 1
+        U = len(touched)
         iv = "iv" in self.offsets
-        right = np.empty((n, K + p * (2 if iv else 1)))  # rows in cluster order: sequential reads
-        np.subtract(Y[order], self.centre, out=right[:, :K])
-        right[:, K:K + p] = Z[order]
+        right = np.empty((n, K + p * (2 if iv else 1)))
+        np.subtract(Y, self.centre, out=right[:, :K])
+        right[:, K:K + p] = Z
         if iv:
-            right[:, K + p:] = X[order]
-        weighted = right[:, K:K + p] if w is None else right[:, K:K + p] * w[order, None]
-        lengths = np.repeat(np.diff(indptr), p)
-        ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=ptr[1:])
-        columns = np.repeat(np.repeat(indptr[:-1], p), lengths) + (
-            np.arange(ptr[-1], dtype=np.int64) - np.repeat(ptr[:-1], lengths))
-        which = np.repeat(np.tile(np.arange(p), n_touched), lengths)
-        P = scipy.sparse.csr_matrix((weighted[columns, which], columns, ptr), shape=(n_touched * p, n))
-        sums = (P @ right).reshape(n_touched, p, right.shape[1])  # [g, a, (y - c, z, x)]
-        out = np.empty((n_touched, self.D))
-        out[:, :K * p] = sums[:, :, :K].transpose(0, 2, 1).reshape(n_touched, K * p)  # index k p + a
+            right[:, K + p:] = X
+        weighted = right[:, K:K + p] if w is None else right[:, K:K + p] * w[:, None]
+        index = np.int32 if max(U, n) * p < 1 << 31 else np.int64   # scipy's own choice: no copy
+        local = local.astype(index, copy=False)
+        P = scipy.sparse.csc_matrix(
+            (np.ascontiguousarray(weighted).ravel(), ((local * p)[:, None] + np.arange(p, dtype=index)).ravel(),
+             np.arange(0, n * p + 1, p, dtype=index)), shape=(U * p, n))
+        sums = (P @ right).reshape(U, p, right.shape[1])  # [g, a, (y - c, z, x)]
+        self.Va.reshape(-1, p, K)[touched] += sums[:, :, :K]  # index a K + k
+        Vw = np.empty((U, self.D - K * p))
         for kind, off in self.offsets.items():
+            off -= K * p
             if kind == "itt":  # vech: entries (a, c >= a)
-                out[:, off:off + len(self.iu[0])] = sums[:, self.iu[0], K + self.iu[1]]
+                Vw[:, off:off + len(self.iu[0])] = sums[:, self.iu[0], K + self.iu[1]]
             else:
-                out[:, off:off + p * p] = sums[:, :, K + p:K + 2 * p].reshape(n_touched, p * p)
-        return out
+                Vw[:, off:off + p * p] = sums[:, :, K + p:K + 2 * p].reshape(U, p * p)
+        self.Vw[touched] += Vw
 
     @staticmethod
     def _syrk(A: np.ndarray) -> np.ndarray:
@@ -442,12 +447,13 @@ class ClusterScoreGram:
             return
         if self.centre is None:
             self.centre = np.average(Y, axis=0, weights=w)
-        # stable radix sort of 16-bit codes when they fit
-        order = np.argsort(codes.astype(np.uint16) if len(self.Va) <= 1 << 16 else codes, kind="stable")
-        ordered = codes[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        touched = ordered[starts]
-        indptr = np.r_[starts, len(codes)].astype(np.int64)
+        # the touched clusters (sorted) and each row's position among them, without a sort
+        G = len(self.Va)
+        hit = np.zeros(G, dtype=bool)
+        hit[codes] = True
+        touched = np.flatnonzero(hit)
+        position = np.empty(G, dtype=np.int64)
+        position[touched] = np.arange(len(touched))
         back = touched[self.seen[touched] & ~self.is_active[touched]]
         if len(back):  # retired clusters with new rows: their contribution leaves S
             self.S -= self._syrk(self.rows(back))
@@ -455,10 +461,7 @@ class ClusterScoreGram:
                 # clusters come back as often as they retire (rows of every cluster spread over
                 # the experiment): retiring them only costs; keep them active longer
                 self.hold *= 2
-        sums = self._sums(Z, X, Y, w, order.astype(np.int64), indptr)
-        Kp = self.K * self.p
-        self.Va[touched] += sums[:, :Kp]
-        self.Vw[touched] += sums[:, Kp:]
+        self._add_sums(Z, X, Y, w, touched, position[codes])
         self.seen[touched] = True
         self.last[touched] = look
         self.is_active[touched] = True
@@ -481,7 +484,7 @@ class ClusterScoreGram:
     def contrasts(self, kind: str, coef: np.ndarray, influence_d: np.ndarray, keep=None) -> tuple:
         r"""The contrast map of one fit: :math:`T_g = Qv_g` with row k m + r of Q (contrast
         r of metric k at coefficients ``coef`` (p x K), influence ``influence_d`` (p x m))
-        holding :math:`L_r'` in metric k's block of the :math:`Z'W(y - c)` part and
+        holding :math:`L_r'` on metric k's entries of the :math:`Z'W(y - c)` part and
         :math:`-L_r \otimes (b_k - c_ke_1)` in the fit's :math:`Z'WX` part. Returned as
         ``(L' (m x p), the rest of Q (K m x (D - K p)), keep)``; ``keep`` (bool (K m,), or
         None for all) selects rows. For :meth:`gram`."""
@@ -493,13 +496,12 @@ class ClusterScoreGram:
         Qw = np.zeros((K, m, self.D - Kp))
         off = self.offsets[kind] - Kp
         Lt = np.ascontiguousarray(influence_d.T)  # (m, p)
-        i, j = self.iu
-        for k in range(K):
-            b = shifted[:, k]
-            if kind == "itt":  # W symmetric: entry (i, j) enters s[i] with b[j], and s[j] with b[i] off the diagonal
-                Qw[k, :, off:off + len(i)] = -(Lt[:, i] * b[j] + np.where(i != j, Lt[:, j] * b[i], 0.0))
-            else:
-                Qw[k, :, off:off + p * p] = -(Lt[:, :, None] * b[None, None, :]).reshape(m, p * p)
+        b = shifted.T[:, None, :]  # (K, 1, p): metric k's b_k - c_k e_1
+        if kind == "itt":  # W symmetric: entry (i, j) enters s[i] with b[j], and s[j] with b[i] off the diagonal
+            i, j = self.iu
+            Qw[:, :, off:off + len(i)] = -(Lt[:, i] * b[:, :, j] + np.where(i != j, Lt[:, j] * b[:, :, i], 0.0))
+        else:
+            Qw[:, :, off:off + p * p] = -(Lt[None, :, :, None] * b[:, :, None, :]).reshape(K, m, p * p)
         return Lt, Qw.reshape(K * m, self.D - Kp), keep
 
     def _full(self, part) -> np.ndarray:
@@ -507,24 +509,25 @@ class ClusterScoreGram:
         Lt, Qw, keep = part
         m, K, p = len(Lt), self.K, self.p
         Q = np.zeros((K * m, self.D))
-        for k in range(K):
-            Q[k * m:(k + 1) * m, k * p:(k + 1) * p] = Lt
+        Q[:, :K * p].reshape(K, m, p, K)[np.arange(K), :, :, np.arange(K)] = Lt  # L' on metric k's entries
         Q[:, K * p:] = Qw
         return Q if keep is None else Q[keep]
 
     def _times(self, Va: np.ndarray, Vw: np.ndarray, part) -> np.ndarray:
-        """V Q' of one map: the Z'W(y - c) part is one product of the (G K x p) blocks with
-        L (Q holds L' in metric k's block only), the rest one product."""
+        """V Q' of one map: the Z'W(y - c) part is one batched product of L' with each
+        cluster's (p x K) block (Q holds L' on metric k's entries only), the rest one product."""
         Lt, Qw, keep = part
         T = Vw @ Qw.T
-        T += (Va.reshape(len(Va) * self.K, self.p) @ Lt.T).reshape(len(Va), self.K * len(Lt))
+        G, m = len(Va), len(Lt)
+        T += np.matmul(Lt, Va.reshape(G, self.p, self.K)).transpose(0, 2, 1).reshape(G, self.K * m)
         return T if keep is None else T[:, keep]
 
     def gram(self, parts) -> np.ndarray:
         r""":math:`\sum_g (Qv_g)(Qv_g)' = QSQ' + T_A'T_A` (retired and active clusters) of the
         maps ``parts`` (from :meth:`contrasts`), stacked in order."""
         Q = np.concatenate([self._full(part) for part in parts], axis=0)
-        S = np.triu(self.S) + np.triu(self.S, 1).T
+        S = self.S + self.S.T  # the upper triangle's symmetric matrix (the lower one is zero)
+        S.flat[::len(S) + 1] = self.S.diagonal()
         out = Q @ S @ Q.T
         active = self.active
         if len(active):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..backends.memory import block_moments
 from ..data import ExperimentData
-from ..effects.record import Effects, Inference
+from ..effects.record import Effects, Inference, effect_columns, effect_numbers
 from ..errors import DesignWarning, ValidationError
 from ..linalg.anytime import optimal_g, running_anytime_valid
 from ..linalg.compliers import WaldRatio, arm_sums, cluster_arm_sums
@@ -83,9 +83,22 @@ class Monitoring:
         sequences: both keep the guarantees under continuous monitoring.
         """
         # one frame from every look's records (as Effects.to_frame, with look and n_rows first)
-        rows = [{"look": i, "n_rows": self.n_rows[i], **row}
-                for i, eff in enumerate(self.looks) for row in eff.to_dicts()]
-        out = pd.DataFrame(rows, columns=["look", "n_rows", *self.looks[0].columns()])
+        first = self.looks[0]
+        sizes = [len(eff) for eff in self.looks]
+        head = {"look": np.repeat(np.arange(len(self.looks)), sizes),
+                "n_rows": np.repeat(np.asarray(self.n_rows, dtype=np.int64), sizes)}
+        if all(eff.inference == first.inference and eff.alpha == first.alpha and eff.adjustment is None
+               for eff in self.looks):
+            # every number depends on its own effect only: all looks in one evaluation
+            records = [r for eff in self.looks for r in eff.records]
+            numbers = effect_numbers(records, np.concatenate([eff.estimate for eff in self.looks]),
+                                     np.concatenate([eff.std_error for eff in self.looks]), first.inference,
+                                     first.alpha)
+            out = pd.DataFrame({**head, **effect_columns(records, numbers, first.inference)})
+        else:
+            rows = [{"look": i, "n_rows": self.n_rows[i], **row}
+                    for i, eff in enumerate(self.looks) for row in eff.to_dicts()]
+            out = pd.DataFrame(rows, columns=["look", "n_rows", *first.columns()])
         m = len(self.looks[0])
         shape = (len(self.looks), m)
         run = running_anytime_valid(out["av_p_value"].to_numpy().reshape(shape),
@@ -394,13 +407,19 @@ class _GroupState:
         q = self.cond_sum.shape[1]
         xc = Z[:, 1 + J:1 + J + q]
         ww = np.ones(len(rows)) if w is None else w
-        inside = [np.ones(len(rows), bool) if mask is None else mask[rows] for mask in masks]
-        for c, sel in enumerate(inside):
-            self.cond_sum[c] += ww[sel] @ xc[sel]
-            self.cond_w[c] += ww[sel].sum()
-            self.cond_n[c] += int(sel.sum())
+        for c, mask in enumerate(masks):
+            if mask is None:  # all rows: no selection
+                self.cond_sum[c] += ww @ xc
+                self.cond_w[c] += ww.sum()
+                self.cond_n[c] += len(rows)
+            else:
+                sel = mask[rows]
+                self.cond_sum[c] += ww[sel] @ xc[sel]
+                self.cond_w[c] += ww[sel].sum()
+                self.cond_n[c] += int(sel.sum())
         if not self.late_arms:
             return
+        inside = [np.ones(len(rows), bool) if mask is None else mask[rows] for mask in masks]
         control = 1.0 - Z[:, 1:1 + J].sum(axis=1)
         for c, sel in enumerate(inside):
             for j in range(J):
