@@ -10,7 +10,8 @@ sample), coverage, interval length, and the ratio to the best baseline's RMSE.
         --suite nie_wager --replications 10 --candidates linear gbm_x_select
 
 Each candidate's records go to ``OUT/<candidate>/`` (resumable). Candidates are named
-``LEARNER[:FINAL_STAGE[:REPEATS[:FOLDS]]]``, e.g. ``gbm_x_select:aipw_sample:2``.
+``[PROPENSITY/]LEARNER[:FINAL_STAGE[:REPEATS[:FOLDS]]]``, e.g. ``gbm_x_select:aipw_sample:2`` or
+``auto/gbm_x_select:aipw:1`` (propensity chosen by ``auto``, outcome by ``gbm_x_select``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,18 @@ from causalflow.oci.suite import BASELINES, NW_SIZES, SuiteConfig, evaluate_suit
 
 
 def parse_candidate(text: str) -> SuiteConfig:
-    """``LEARNER[:FINAL_STAGE[:REPEATS[:FOLDS]]]`` -> SuiteConfig (the others at their defaults)."""
+    """``[PROPENSITY/]LEARNER[:FINAL_STAGE[:REPEATS[:FOLDS]]]`` -> SuiteConfig (the others at their
+    defaults; without ``PROPENSITY/`` the learner makes both nuisances)."""
     parts = text.split(":")
     d = SuiteConfig.defaults()
-    return SuiteConfig(parts[0], int(parts[3]) if len(parts) > 3 else d.n_folds,
-                       parts[1] if len(parts) > 1 else d.final_stage, int(parts[2]) if len(parts) > 2 else d.n_repeats)
+    propensity, _, learner = parts[0].rpartition("/")
+    return SuiteConfig(learner, int(parts[3]) if len(parts) > 3 else d.n_folds,
+                       parts[1] if len(parts) > 1 else d.final_stage, int(parts[2]) if len(parts) > 2 else d.n_repeats,
+                       propensity_learner=propensity or learner)
+
+
+def _dirname(candidate: str) -> str:
+    return candidate.replace(":", "_").replace("/", "+")
 
 
 def candidate_table(out: Path, candidates, families) -> pd.DataFrame:
@@ -37,7 +45,7 @@ def candidate_table(out: Path, candidates, families) -> pd.DataFrame:
     base = None
     rows = []
     paths = {name: {(f, p.stem): p for f in families
-                    for p in sorted((out / name.replace(":", "_") / f / "datasets").glob("*.json"))}
+                    for p in sorted((out / _dirname(name) / f / "datasets").glob("*.json"))}
              for name in candidates}
     present = [set(v) for v in paths.values() if v]
     common = set.intersection(*present) if present else set()  # every candidate on the same data sets
@@ -81,7 +89,7 @@ def main(argv=None) -> int:
     families = SUITES[a.suite]
     if not a.table_only:
         for i, name in enumerate(a.candidates):
-            evaluate_suite(a.suite, out / name.replace(":", "_"), parse_candidate(name), n_jobs=a.n_jobs,
+            evaluate_suite(a.suite, out / _dirname(name), parse_candidate(name), n_jobs=a.n_jobs,
                            baselines=BASELINES if i == 0 else (), nw_replications=a.replications,
                            nw_sizes=tuple(a.sizes), acic_replications=a.acic_replications,
                            acic_settings=a.acic_settings)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from .._optional import require
 
@@ -47,11 +47,15 @@ __all__ = [
     "arm_out_of_fold",
     "balancing_weights",
     "bracket",
+    "convex_weights",
     "cross_fit",
+    "cross_fit_select",
     "crump_alpha",
     "estimate",
     "make_folds",
     "overlap_ato",
+    "propensity_out_of_fold",
+    "propensity_risk",
     "select_out_of_fold",
     "x_recombine",
 ]
@@ -159,7 +163,8 @@ def aggregate(kernels) -> EstimateKernel:
     Robins 2018, "Double/debiased machine learning for treatment and structural
     parameters", Econometrics J. 21(1), section 3.4, mean version). Influences, ``mu1`` and
     ``mu0`` are averaged. Brackets are aggregated component by component and bracketed
-    again. One kernel is returned as it is.
+    again (a plain estimate among brackets counts as both components, as when the X-learner
+    recombination was chosen in one split and not in another). One kernel is returned as it is.
 
     Examples
     --------
@@ -172,9 +177,9 @@ def aggregate(kernels) -> EstimateKernel:
     kernels = list(kernels)
     if len(kernels) == 1:
         return kernels[0]
-    if all(k.components for k in kernels):
-        return bracket(*(aggregate(k.components[i] for k in kernels) for i in range(2)))
-    if any(k.components for k in kernels) or len({k.n for k in kernels}) != 1:
+    if any(k.components for k in kernels):  # a split without a bracket is its own two extremes
+        return bracket(*(aggregate(k.components[i] if k.components else k for k in kernels) for i in range(2)))
+    if len({k.n for k in kernels}) != 1:
         raise ValueError("aggregate: the estimates must be of one kind on the same units")
     theta = np.array([k.estimate for k in kernels])
     se = np.array([k.std_error for k in kernels])
@@ -352,6 +357,9 @@ class CrossFit:
     m0_arms, m1_arms : dict or None
         With ``effect_factory``: the predictions before the X-learner recombination (each arm's
         own regression), kept for the ``extrapolation`` diagnostic; else None.
+    chosen, risks : dict or None
+        From :func:`cross_fit_select`: the learners' weights for every nuisance and the
+        candidates' cross-validated risks; else None.
     """
 
     e: np.ndarray
@@ -360,6 +368,8 @@ class CrossFit:
     folds: np.ndarray
     m0_arms: dict | None = None
     m1_arms: dict | None = None
+    chosen: dict | None = None
+    risks: dict | None = None
 
 
 def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, seed: int, *,
@@ -427,28 +437,56 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     """
     if outcome_features not in _OUTCOME_FEATURES:
         raise ValueError(f"outcome_features: must be one of {_OUTCOME_FEATURES}, got {outcome_features!r}")
-    n = len(t)
-    e = np.empty(n)
-    m0 = {name: np.empty(n) for name in outcomes}
-    m1 = {name: np.empty(n) for name in outcomes}
-    treated = t == 1
-    fold_ids = np.unique(folds)
-    for k in fold_ids:
+    e = propensity_out_of_fold(X, t, folds, propensity_factory, seed)
+    m0, m1, m0x, m1x = _outcome_out_of_fold(X, t, outcomes, folds, e, outcome_factory, seed, outcome_features,
+                                            posterior_factory, effect_factory)
+    if effect_factory is None:
+        return CrossFit(e, m0, m1, folds)
+    return CrossFit(e, m0x, m1x, folds, m0, m1)
+
+
+def propensity_out_of_fold(X, t, folds, factory, seed: int) -> np.ndarray:
+    """Out-of-fold propensity ``P(T = 1 | X)`` (n,): for each fold k a classifier
+    (``factory(seed)``) fitted on the other folds predicts fold k.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.arange(8.0)[:, None]; t = np.array([0, 1] * 4)
+    >>> e = propensity_out_of_fold(X, t, np.array([0, 0, 1, 1] * 2), lambda s: LogisticRegression(), 0)
+    >>> e.shape, bool(((e > 0) & (e < 1)).all())
+    ((8,), True)
+    """
+    e = np.empty(len(t))
+    for k in np.unique(folds):
         test = folds == k
-        clf = propensity_factory(seed)
+        clf = factory(seed)
         clf.fit(X[~test], t[~test].astype(int))
         classes = list(clf.classes_) if hasattr(clf, "classes_") else [0, 1]
         e[test] = clf.predict_proba(X[test])[:, classes.index(1)]
+    return e
+
+
+def _outcome_out_of_fold(X, t, outcomes, folds, e, factory, seed, outcome_features, posterior_factory,
+                         effect_factory):
+    """The outcome part of ``cross_fit`` given the out-of-fold propensity ``e``:
+    ``(m0, m1, m0x, m1x)``, the arms' own predictions and (with ``effect_factory``) the
+    X-learner recombinations, else None."""
+    n = len(t)
+    m0 = {name: np.empty(n) for name in outcomes}
+    m1 = {name: np.empty(n) for name in outcomes}
+    treated = t == 1
     if outcome_features == "covariates+propensity":
         ec = np.clip(e, 1e-3, 1 - 1e-3)
         X = np.column_stack([X, np.log(ec / (1 - ec))])
-    for k in fold_ids:
+    for k in np.unique(folds):
         test = folds == k
         train = ~test
         for name, y in outcomes.items():
             for arm_mask, target in ((treated, m1[name]), (~treated, m0[name])):
                 rows = train & arm_mask
-                reg = outcome_factory(seed)
+                reg = factory(seed)
                 reg.fit(X[rows], y[rows])
                 target[test] = reg.predict(X[test])
     if posterior_factory is not None:
@@ -459,12 +497,127 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
                 target += reg.predict(X)
                 target *= 0.5
     if effect_factory is None:
-        return CrossFit(e, m0, m1, folds)
+        return m0, m1, None, None
     m0x, m1x = {}, {}
     for name, y in outcomes.items():
         m0x[name], m1x[name] = _x_learner_predictions(X, y, treated, e, m0[name], m1[name], folds,
                                                       effect_factory, seed)
-    return CrossFit(e, m0x, m1x, folds, m0, m1)
+    return m0, m1, m0x, m1x
+
+
+def propensity_risk(t, e) -> float:
+    """Cross-validated log-loss of out-of-fold propensities, ``e`` clipped to [1e-3, 1 - 1e-3]:
+    ``-mean(t log e + (1 - t) log(1 - e))``.
+
+    >>> import numpy as np
+    >>> round(propensity_risk(np.array([1, 0]), np.array([0.5, 0.5])), 6)
+    0.693147
+    """
+    e = np.clip(e, 1e-3, 1 - 1e-3)
+    return float(-np.mean(np.where(t == 1, np.log(e), np.log1p(-e))))
+
+
+def convex_weights(predictions, target, loss: str = "squared") -> np.ndarray:
+    """Weights ``w >= 0, sum(w) = 1`` of the convex combination ``sum_j w_j p_j`` of the
+    candidates' out-of-fold predictions with the smallest risk against ``target``: mean
+    squared error (``loss="squared"``) or log-loss (``"log"``, predictions are probabilities,
+    clipped as in :func:`propensity_risk`). Both risks are convex in ``w``, so the minimum
+    over the simplex (found by SLSQP from equal weights) is the global one. This is the
+    super learner of van der Laan, Polley and Hubbard (2007, Stat. Appl. Genet. Mol. Biol.
+    6(1), section 2) with the convex combination as its family of combinations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.array([0.0, 1.0, 2.0, 3.0])
+    >>> convex_weights([y + 1, y - 1], y).round(6).tolist()     # the errors cancel at 1/2 each
+    [0.5, 0.5]
+    >>> convex_weights([y, y + 1], y).round(6).tolist()
+    [1.0, 0.0]
+    """
+    P = np.column_stack(predictions)
+    k = P.shape[1]
+    if k == 1:
+        return np.ones(1)
+    if loss == "log":
+        t = np.asarray(target)
+
+        def risk(w):
+            return propensity_risk(t, P @ w)
+    else:
+        def risk(w):
+            return float(np.mean((P @ w - target) ** 2))
+    res = optimize.minimize(risk, np.full(k, 1.0 / k), method="SLSQP", bounds=[(0.0, 1.0)] * k,
+                            constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0},),
+                            options={"ftol": 1e-12, "maxiter": 200})
+    w = np.clip(res.x, 0.0, 1.0)
+    w[w < 1e-6] = 0.0
+    return w / w.sum()
+
+
+def cross_fit_select(X, t, outcomes: dict, folds, propensity_learners, outcome_learners, seed: int) -> CrossFit:
+    """Cross-fitted nuisances, each a convex combination of candidate learners chosen by
+    cross-validated risk (the super learner).
+
+    Every candidate is cross-fitted on the same folds (as in :func:`cross_fit`), and
+    (:func:`convex_weights`; van der Laan, Polley and Hubbard 2007, Stat. Appl. Genet.
+    Mol. Biol. 6(1))
+
+    - the propensity is the convex combination of the candidates' out-of-fold propensities
+      with the smallest log-loss (:func:`propensity_risk`);
+    - for every outcome and arm, the regression ``m_t`` is the convex combination of the
+      candidates' out-of-fold predictions (after each candidate's own X-learner
+      recombination, with the combined propensity, if it has one) with the smallest squared
+      error over the units of arm ``t``.
+
+    By the oracle inequality of super learning the combination does asymptotically as well
+    as the best combination of the candidates: a linear model where the surfaces are
+    (nearly) linear or the sample is small, trees where they are not. Combining
+    propensities also keeps them away from the extremes that a single model may reach
+    where the arms hardly overlap. The weights use the out-of-fold predictions that enter
+    the estimate; with a few candidates this is the usual practice of cross-fitted
+    estimators with a super learner (Chernozhukov et al. 2018, Econometrics J. 21, allow
+    any nuisance estimator with the required rates).
+
+    ``propensity_learners`` / ``outcome_learners``: sequences of objects with the fields of
+    :class:`causalflow.oci.learners.Learner` (``name``, ``classifier``, ``regressor``,
+    ``outcome_features``, ``posterior_regressor``, ``effect_regressor``). The returned
+    :class:`CrossFit`'s ``chosen`` maps ``"propensity"`` and ``"<outcome>:treated"`` /
+    ``"<outcome>:control"`` to ``{learner name: weight}`` and ``risks`` to the candidates'
+    own risks (in the order given).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from causalflow.oci.learners import get_learner
+    >>> rng = np.random.default_rng(0); X = rng.normal(size=(200, 2)); t = (rng.random(200) < 0.5) * 1.0
+    >>> fit = cross_fit_select(X, t, {"y": X[:, 0] + t + 0.1 * rng.normal(size=200)}, make_folds(t, 2, 0),
+    ...                        [get_learner("linear")], [get_learner("linear"), get_learner("lightgbm")], 0)
+    >>> fit.chosen["y:treated"]["linear"] > 0.9           # a linear surface: mostly OLS
+    True
+    """
+    treated = t == 1
+    es = [propensity_out_of_fold(X, t, folds, c.classifier, seed) for c in propensity_learners]
+    risks = {"propensity": [propensity_risk(t, e) for e in es]}
+    w = convex_weights(es, t, "log")
+    e = np.column_stack(es) @ w
+    chosen = {"propensity": {c.name: float(v) for c, v in zip(propensity_learners, w)}}
+    fits = [_outcome_out_of_fold(X, t, outcomes, folds, e, c.regressor, seed, c.outcome_features,
+                                 c.posterior_regressor, c.effect_regressor) for c in outcome_learners]
+    m = {0: {}, 1: {}}
+    own = {0: {}, 1: {}}
+    recombined = False
+    for name, y in outcomes.items():
+        for arm, rows, label in ((1, treated, "treated"), (0, ~treated, "control")):
+            final = [(f[2 + arm] if f[2] is not None else f[arm])[name] for f in fits]
+            risks[f"{name}:{label}"] = [float(np.mean((p[rows] - y[rows]) ** 2)) for p in final]
+            w = convex_weights([p[rows] for p in final], y[rows])
+            chosen[f"{name}:{label}"] = {c.name: float(v) for c, v in zip(outcome_learners, w)}
+            m[arm][name] = np.column_stack(final) @ w
+            own[arm][name] = np.column_stack([f[arm][name] for f in fits]) @ w
+            recombined |= any(f[2] is not None for f, v in zip(fits, w) if v > 0)
+    arms = (own[0], own[1]) if recombined else (None, None)
+    return CrossFit(e, m[0], m[1], folds, *arms, chosen=chosen, risks=risks)
 
 
 def arm_out_of_fold(X, y, arm, folds, factory, seed: int) -> np.ndarray:

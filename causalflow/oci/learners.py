@@ -22,6 +22,14 @@ Built in:
   constant-leaf LightGBM and a ridge regression by out-of-fold error (the discrete super
   learner, :func:`causalflow.oci.estimators.select_out_of_fold`); the learner of the
   ACIC 2016 evaluation (``causalflow oci eval-acic``).
+- ``"auto"``: every nuisance a convex combination of ``"linear"`` and ``"gbm_x_select"``
+  with weights that minimise the out-of-fold risk (log-loss for the propensity, squared
+  error per outcome and arm; the super learner, :func:`causalflow.oci.estimators.cross_fit_select`).
+  The default propensity learner of :class:`~causalflow.oci.actor.RuleActor` (its outcome
+  learner is ``"gbm_x_select"``), chosen on the validation suite of issue 16
+  (benchmarks/README.md, "Candidate defaults"): logistic regression wins on small or nearly
+  linear studies, the trees on the ACIC 2016 surfaces, and their combination keeps the
+  propensities away from the extremes either reaches alone.
 
 The factories import scikit-learn and LightGBM when called (the ``oci`` extra:
 ``pip install "causalflow[oci]"``). Research learners of the ACIC 2016 study (BART
@@ -70,6 +78,12 @@ class Learner:
         A Bayesian regressor (posterior-mean prediction) fitted once per arm on all of the
         arm's rows and averaged with the cross-fitted outcome model (``cross_fit``'s
         ``posterior_factory``).
+    candidates : tuple of str
+        Registered learner names combined, per nuisance, with weights chosen by
+        cross-validated risk (:func:`causalflow.oci.estimators.cross_fit_select`); empty
+        for a single learner.
+        ``classifier`` and ``regressor`` are then the first candidate's (what a caller that
+        does not select gets).
     effect_regressor : callable(seed) -> estimator, tuple of them, or None
         Makes the effect models of an X-learner recombination: each arm's outcome prediction
         is rebuilt from the other arm's plus a cross-fitted effect model where the arm has
@@ -84,6 +98,16 @@ class Learner:
     outcome_features: str = "covariates"
     posterior_regressor: Callable[[int], object] | None = None
     effect_regressor: Callable[[int], object] | tuple[Callable[[int], object], ...] | None = None
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def members(self) -> tuple[Learner, ...]:
+        """The learners this entry fits: its candidates, or itself.
+
+        >>> [m.name for m in get_learner("auto").members], [m.name for m in get_learner("linear").members]
+        (['linear', 'gbm_x_select'], ['linear'])
+        """
+        return tuple(get_learner(c) for c in self.candidates) if self.candidates else (self,)
 
     @property
     def effect_candidates(self) -> tuple[Callable[[int], object], ...]:
@@ -157,7 +181,8 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
                      *, flexible: bool = False, replace: bool = False,
                      outcome_features: str = "covariates",
                      posterior_regressor: Callable[[int], object] | None = None,
-                     effect_regressor: Callable[[int], object] | tuple | None = None) -> Learner:
+                     effect_regressor: Callable[[int], object] | tuple | None = None,
+                     candidates: tuple[str, ...] = ()) -> Learner:
     """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
 
     Examples
@@ -185,8 +210,12 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
             isinstance(effect_regressor, tuple) and effect_regressor and all(map(callable, effect_regressor))):
         raise ValidationError(f"learner {name!r}: effect_regressor must be a callable of the seed, "
                               f"a non-empty tuple of them, or None")
+    candidates = tuple(candidates)
+    for c in candidates:
+        if get_learner(c).candidates:
+            raise ValidationError(f"learner {name!r}: candidate {c!r} itself chooses among candidates")
     entry = Learner(name, classifier, regressor, flexible, outcome_features, posterior_regressor,
-                    effect_regressor)
+                    effect_regressor, candidates)
     _REGISTRY[name] = entry
     return entry
 
@@ -233,6 +262,9 @@ def _register_gbm_linear_tree() -> None:
 
 
 _register_gbm_linear_tree()
+# each nuisance a convex combination of linear models and gbm_x_select by out-of-fold risk (issue 16)
+register_learner("auto", _linear_classifier, _linear_regressor, flexible=True,
+                 candidates=("linear", "gbm_x_select"))
 
 #: the learner the rule Critic proposes when a linear learner leaves imbalance behind
-FLEXIBLE_LEARNERS = ("lightgbm",)
+FLEXIBLE_LEARNERS = ("gbm_x_select",)

@@ -95,6 +95,11 @@ class SpecResult:
     treatment : ndarray (n,)
     kept : ndarray (n,) of bool
         Units kept by trimming.
+    learners : tuple of dict
+        Per cross-fitting split, when the spec's learner combines candidates (``"auto"``):
+        the candidates' weights in every nuisance (``"propensity"``, ``"<outcome>:treated"``,
+        ``"<outcome>:control"``; the analysed outcome is ``"__outcome__"``) and their own
+        cross-validated risks. Empty otherwise.
     """
 
     spec: Spec
@@ -104,12 +109,16 @@ class SpecResult:
     propensity: np.ndarray
     treatment: np.ndarray
     kept: np.ndarray
+    learners: tuple = ()
 
     def results_dict(self) -> dict:
         """The JSON of ``results.json``."""
-        return {"spec_key": self.spec.key(), "trimming_alpha": self.alpha,
-                "n_trimmed": int((~self.kept).sum()),
-                "estimates": [r.to_dict() for r in self.estimates]}
+        out = {"spec_key": self.spec.key(), "trimming_alpha": self.alpha,
+               "n_trimmed": int((~self.kept).sum()),
+               "estimates": [r.to_dict() for r in self.estimates]}
+        if self.learners:
+            out["nuisance_learners"] = list(self.learners)
+        return out
 
     def diagnostics_dict(self) -> dict:
         """The JSON of ``diagnostics.json``."""
@@ -279,14 +288,17 @@ def _whole_population_estimate(estimand, stage, weighted, frame, spec, y, t, e, 
     return est.aggregate(_split_estimates(estimand, stage, y, t, e_r, rows, fit)[0] for e_r, fit in fits)
 
 
-def _reserve_fit_cache(spec: Spec, n_outcomes: int, learner) -> None:
+def _reserve_fit_cache(spec: Spec, n_outcomes: int, learner, propensity_learner=None) -> None:
     """Make the learners' fit cache hold every fit of this spec (one propensity model per
-    fold; per outcome and arm an outcome model per fold, an effect model per fold with an
-    X-learner, a posterior fit), so that the next loop iteration is served from it."""
+    fold and propensity candidate; per outcome and arm, for every outcome candidate, an
+    outcome model per fold, an effect model per fold with an X-learner, a posterior fit), so
+    that the next loop iteration is served from it."""
     from .gbm_learners import FIT_CACHE
 
-    per_arm = spec.n_folds * (1 + len(learner.effect_candidates)) + (learner.posterior_regressor is not None)
-    FIT_CACHE.reserve(spec.n_repeats * (spec.n_folds + 2 * n_outcomes * per_arm))
+    per_arm = sum(spec.n_folds * (1 + len(m.effect_candidates)) + (m.posterior_regressor is not None)
+                  for m in learner.members)
+    n_propensity = len(propensity_learner.members) if propensity_learner is not None else 1
+    FIT_CACHE.reserve(spec.n_repeats * (n_propensity * spec.n_folds + 2 * n_outcomes * per_arm))
 
 
 def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> SpecResult:
@@ -309,15 +321,20 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
         raise ValidationError(f"Spec.n_folds: {spec.n_folds} folds need at least as many treated and "
                               f"control units (have {n_treated} / {n_control})")
     outcomes = {"__outcome__": y, **{c: data.placebos[c] for c in spec.placebo_outcomes}}
-    outcome_learner = get_learner(spec.outcome_learner)
-    _reserve_fit_cache(spec, len(outcomes), outcome_learner)
+    outcome_learner, propensity_learner = get_learner(spec.outcome_learner), get_learner(spec.propensity_learner)
+    _reserve_fit_cache(spec, len(outcomes), outcome_learner, propensity_learner)
+    select = len(outcome_learner.members) > 1 or len(propensity_learner.members) > 1
     fits = []  # (clipped propensity, CrossFit) per fold split (spec.n_repeats)
     for r in range(spec.n_repeats):
-        fit = est.cross_fit(X, t, outcomes, est.make_folds(t, spec.n_folds, spec.seed + r),
-                            get_learner(spec.propensity_learner).classifier, outcome_learner.regressor,
-                            spec.seed + r, outcome_features=outcome_learner.outcome_features,
-                            posterior_factory=outcome_learner.posterior_regressor,
-                            effect_factory=outcome_learner.effect_regressor)
+        folds = est.make_folds(t, spec.n_folds, spec.seed + r)
+        if select:
+            fit = est.cross_fit_select(X, t, outcomes, folds, propensity_learner.members,
+                                       outcome_learner.members, spec.seed + r)
+        else:
+            fit = est.cross_fit(X, t, outcomes, folds, propensity_learner.classifier, outcome_learner.regressor,
+                                spec.seed + r, outcome_features=outcome_learner.outcome_features,
+                                posterior_factory=outcome_learner.posterior_regressor,
+                                effect_factory=outcome_learner.effect_regressor)
         fits.append((np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip), fit))
     # trimming, weights and diagnostics use the mean propensity over the splits
     e = fits[0][0] if len(fits) == 1 else np.mean([f[0] for f in fits], axis=0)
@@ -351,8 +368,8 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
         else:
             per_split = [_split_estimates(estimand, stage, y[rows], tt, e_r[rows], rows, fit) for e_r, fit in fits]
             kern = est.aggregate(k for k, _ in per_split)
-            if per_split[0][1] is not None:  # X-learner: the extrapolation check
-                own, ref = (est.aggregate(pair[i] for _, pair in per_split) for i in range(2))
+            if any(pair is not None for _, pair in per_split):  # X-learner: the extrapolation check
+                own, ref = (est.aggregate(k if pair is None else pair[i] for k, pair in per_split) for i in range(2))
                 dependence = abs(ref.estimate - own.estimate) / ref.std_error if ref.std_error > 0 else None
         lo, hi = kern.interval()
         untrimmed = (None, None, None)
@@ -379,4 +396,5 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
         checks = evaluate_checks(estimand, balance, overlap, placebo, sens, kern.p_value, trimmed, th, n1, n0,
                                  dependence=dependence)
         diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, placebo, sens, checks))
-    return SpecResult(spec, tuple(estimates), tuple(diagnostics), float(alpha), e, t.copy(), kept)
+    learners = tuple({"chosen": f.chosen, "risks": f.risks} for _, f in fits if f.chosen is not None)
+    return SpecResult(spec, tuple(estimates), tuple(diagnostics), float(alpha), e, t.copy(), kept, learners)

@@ -100,7 +100,10 @@ class DataSet:
 
 @dataclass(frozen=True, slots=True)
 class SuiteConfig:
-    """The loop's configuration for every data set of every family (RuleActor fields)."""
+    """The loop's configuration for every data set of every family (RuleActor fields).
+
+    ``learner`` is the outcome learner, and the propensity learner too unless
+    ``propensity_learner`` is given."""
 
     learner: str = "linear"
     n_folds: int = 5
@@ -108,6 +111,7 @@ class SuiteConfig:
     n_repeats: int = 1
     max_iterations: int = 3
     seed: int = 0
+    propensity_learner: str | None = None
 
     @classmethod
     def defaults(cls) -> SuiteConfig:
@@ -115,10 +119,14 @@ class SuiteConfig:
         from .actor import RuleActor
 
         a = RuleActor()
-        return cls(a.outcome_learner, a.n_folds, a.final_stage, a.n_repeats)
+        return cls(a.outcome_learner, a.n_folds, a.final_stage, a.n_repeats,
+                   propensity_learner=None if a.propensity_learner == a.outcome_learner else a.propensity_learner)
 
     def to_dict(self) -> dict:
-        return {f: getattr(self, f) for f in self.__slots__}
+        out = {f: getattr(self, f) for f in self.__slots__}
+        if self.propensity_learner in (None, self.learner):  # one learner for both nuisances
+            del out["propensity_learner"]
+        return out
 
 
 # ------------------------------------------------------------------------------ families
@@ -278,7 +286,8 @@ def evaluate_dataset(family: str, key: str, out, config: SuiteConfig | None = No
     ds = load(family, key, acic_data=acic_data)
     plan = Plan(data=ds.frame, treatment=ds.treatment, outcome=ds.outcome, confounders=ds.confounders,
                 estimands=list(ds.estimands), seed=config.seed, name=f"{family} {key}")
-    actor = RuleActor(propensity_learner=config.learner, outcome_learner=config.learner, n_folds=config.n_folds,
+    actor = RuleActor(propensity_learner=config.propensity_learner or config.learner,
+                      outcome_learner=config.learner, n_folds=config.n_folds,
                       final_stage=config.final_stage, n_repeats=config.n_repeats)
     seconds = {}
     t0 = time.process_time()
@@ -470,7 +479,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for the records, report.md / report.html, summary.json")
     p.add_argument("--data", default=None, help="the acic2016 export (default ../shared/data/acic2016)")
     p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--learner", default=d.learner, help="propensity and outcome learner of the loop")
+    p.add_argument("--learner", default=d.learner, help="outcome learner of the loop (and propensity learner "
+                   "unless --propensity-learner is given)")
+    p.add_argument("--propensity-learner", default=None,
+                   help=f"propensity learner of the loop (default: {d.propensity_learner or d.learner} "
+                        "with the default --learner, else --learner)")
     p.add_argument("--folds", type=int, default=d.n_folds)
     p.add_argument("--final-stage", choices=["aipw", "aipw_sample", "tmle", "weighted_linear"],
                    default=d.final_stage)
@@ -486,7 +499,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    config = SuiteConfig(a.learner, a.folds, a.final_stage, a.repeats, a.max_iterations, a.seed)
+    propensity = a.propensity_learner or (d.propensity_learner if a.learner == d.learner else None)
+    config = SuiteConfig(a.learner, a.folds, a.final_stage, a.repeats, a.max_iterations, a.seed, propensity)
     summary = evaluate_suite(a.suite, a.out, config, n_jobs=a.n_jobs, baselines=a.baselines, acic_data=a.data,
                              nw_replications=a.replications, nw_sizes=tuple(a.sizes),
                              acic_replications=a.acic_replications, acic_settings=a.acic_settings,

@@ -30,8 +30,10 @@ def test_aggregate_closed_form_and_brackets():
     ref = bracket(aggregate([_k(1.0, 0.1), _k(1.2, 0.1)]), aggregate([_k(1.4, 0.2), _k(1.6, 0.2)]))
     assert b.estimate == pytest.approx(1.3, rel=1e-14)
     assert b.interval() == pytest.approx(ref.interval(), rel=1e-14)
-    with pytest.raises(ValueError, match="aggregate"):
-        aggregate([ks[0], bracket(_k(1.0, 0.1), _k(1.4, 0.2))])
+    # a plain estimate among brackets (the X-learner chosen in one split only) is both components
+    mixed = aggregate([ks[0], bracket(_k(1.0, 0.1), _k(1.4, 0.2))])
+    ref = bracket(aggregate([ks[0], _k(1.0, 0.1)]), aggregate([ks[0], _k(1.4, 0.2)]))
+    assert mixed.interval() == pytest.approx(ref.interval(), rel=1e-14)
     with pytest.raises(ValueError, match="aggregate"):
         aggregate([_k(1.0, 0.1, n=3), _k(1.0, 0.1, n=4)])
 

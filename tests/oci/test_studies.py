@@ -87,14 +87,18 @@ def test_omitted_confounder_is_revealed_by_the_placebo_and_added():
     assert result.stop_reason == "all_fully_satisfactory"
 
 
-def test_unmeasured_confounder_ends_with_a_data_insufficiency_note():
+@pytest.mark.parametrize("first", ["linear", "default"])
+def test_unmeasured_confounder_ends_with_a_data_insufficiency_note(first):
     df, _ = omitted_confounder(n=1000)
     plan = Plan(data=df.drop(columns="u"), treatment="t", outcome="y", confounders=["x"],
                 placebo_outcomes=["z"], estimands=["ATE"])
-    result = run(plan, actor=RuleActor(n_folds=2), max_iterations=4)
+    actor = (RuleActor(n_folds=2) if first == "default" else
+             RuleActor(n_folds=2, propensity_learner="linear", outcome_learner="linear"))
+    result = run(plan, actor=actor, max_iterations=4)
     kinds = [[p.kind for p in it.critique.proposals] for it in result.iterations]
-    assert kinds[0] == ["flexible_learner"]
-    assert kinds[-1] == ["data_insufficiency"]
+    # a linear first spec is offered the flexible learner first; the default is flexible already
+    assert kinds[0] == (["flexible_learner"] if first == "linear" else ["data_insufficiency"])
+    assert "data_insufficiency" in kinds[-1]
     assert result.stop_reason == "nothing_new"
     assert result.final.verdicts["ATE"] != "fully_satisfactory"
 
