@@ -7,6 +7,8 @@ is an Ibis expression (written once; Ibis and sqlglot compile it for DuckDB or S
 with quoted identifiers and escaped literals, so no user text ever becomes SQL).
 
 Validation runs in the engine and raises the in-memory messages (:mod:`causalflow.data`).
+The checks read their numbers (missing values, ranges, levels) from a few scans of many
+columns each (:meth:`EngineTable.profile`), in the in-memory order, not one query per check.
 
 Pass 1: the moments by arm cell
 -------------------------------
@@ -26,6 +28,14 @@ over the cells s of one GROUP BY (assignment arm, received arm): (1 + q)(2 + q)/
 sums per cell instead of p(p + 1)/2 + pK ungrouped. Z'WX follows the same way with the
 received arm (or, with a dose d, from the sums of :math:`w d [1; c][1; c]'`). Per-cluster
 cross-products for CR3 are the same query grouped by cluster too.
+
+The first scan (``add_metric``, :meth:`EngineExperiment.first_pass`) computes these cell
+sums about 0, before the means are known, together with the numbers of the metric and
+covariate checks; with the means read from the same cells, :math:`[1; x - \mu] = L [1; x]`
+turns them into the centred sums (:math:`L M_s L'`) of the metrics observed on every row,
+and gives the covariates' Gram matrix, with no second scan. The re-centring is exact
+algebra whose rounding grows with :math:`\bar x^2 / \mathrm{var}(x)` within a cell; above
+:data:`RECENTRE_LIMIT` pass 1 runs again, centred.
 
 Pass 2: the scores at the fitted coefficients
 ---------------------------------------------
@@ -76,6 +86,11 @@ __all__ = ["EngineCovariates", "EngineExperiment", "EngineTable", "is_engine_tab
 MAX_AGGREGATES = 1500
 #: distinct values fetched for an arm or covariate column at most (an identifier is not an arm)
 MAX_LEVELS = 10_000
+#: moments summed about 0 (the first scan, :meth:`EngineExperiment.first_pass`) are re-centred
+#: at the mean when, in every arm cell, each design column's squared mean is at most this
+#: many times its variance: the re-centring then loses at most about this factor times the
+#: float64 epsilon (2e-12); otherwise pass 1 runs again, centred
+RECENTRE_LIMIT = 1e4
 
 
 def _ibis():
@@ -120,6 +135,9 @@ class EngineTable:
         self._lookups = {} if lookups is None else lookups  # name -> frame, for a DuckDB relation
         self._session = session  # a Spark session
         self._bar = None
+        self._stats: dict = {}   # column -> ColumnStats, from one query for many columns (profile)
+        self._nan_columns: set = set()  # floating columns seen to hold NaN (their MAX is NaN)
+        self._levels: dict = {}  # column -> {value: rows}
 
     def joined(self, frame: pd.DataFrame, key, key_column: str) -> EngineTable:
         """This table inner-joined with a small frame of numbers (one row per value of
@@ -260,6 +278,84 @@ class EngineTable:
             self._n_rows = int(self.aggregate([_count()]).iloc[0, 0])
         return self._n_rows
 
+    def profile(self, names: Sequence, sums: Sequence = ()) -> dict:
+        """:class:`ColumnStats` of the named columns (those of the table; others are left
+        out), from one scan: each validation check then reads its numbers here instead of
+        scanning a column of its own; ``sums``: the columns whose sum is wanted too. Cached;
+        the row count comes with the first call.
+
+        Plain COUNT / MIN / MAX; only a floating column that holds NaN (its MAX is NaN)
+        costs a second query for its NaN rows and its range without them."""
+        names = [n for n in names if isinstance(n, str)]
+        sums = {n for n in sums if isinstance(n, str)}
+        todo = [n for n in dict.fromkeys(names) if n in self.columns and (
+            n not in self._stats or (n in sums and self._stats[n].total is None and self._stats[n].low is not None))]
+        if todo or self._n_rows is None:
+            items, slots = self._profile_items(todo, sums)
+            out = self.scalars([_count()] + items)
+            self._n_rows = int(out[0])
+            self._profile_store(out[None, 1:], slots)
+        return {n: self._stats[n] for n in names if n in self._stats}
+
+    def _profile_items(self, names: Sequence, sums) -> tuple[list, list]:
+        """The reductions of :meth:`profile` for ``names`` and where each column's start."""
+        values, slots = [], []
+        for name in names:
+            dtype = self.dtype(name)
+            numeric = dtype.is_numeric() or dtype.is_boolean()
+            items = [self.table[name].count()]
+            if numeric:
+                x = self.number(name)
+                # a floating column's SUM is NaN iff it holds NaN (or both infinities): the
+                # signal for the exact count of _profile_nan; MIN / MAX may come from metadata
+                summed = name in sums or dtype.is_floating()
+                items += [x.min(), x.max()] + ([x.sum()] if summed else [])
+            slots.append((name, len(values), numeric, name in sums, dtype.is_floating()))
+            values += items
+        return values, slots
+
+    def _profile_store(self, out: np.ndarray, slots: list) -> None:
+        """Cache the :class:`ColumnStats` of :meth:`_profile_items`' reductions ``out``, one row
+        per group of the query that computed them (combined here: counts and sums add up,
+        the range is the widest); :attr:`_n_rows` is known."""
+        n, nan = self._n_rows, []
+        for name, at, numeric, summed, floating in slots:
+            counts = np.nan_to_num(out[:, at])
+            missing = n - int(counts.sum())
+            if not numeric:
+                self._stats[name] = ColumnStats(missing)
+                continue
+            some = counts > 0
+            lows, highs = out[some, at + 1], out[some, at + 2]
+            if np.isnan(highs).any() or floating and np.isnan(out[some, at + 3]).any():
+                nan.append((name, summed))  # NaN values: missing, and the range without them
+                continue
+            low = lows.min() if some.any() else np.nan
+            high = highs.max() if some.any() else np.nan
+            total = float(np.nan_to_num(out[some, at + 3]).sum()) if summed else None
+            self._stats[name] = ColumnStats(missing, low, high, total, bool(np.isinf(low) or np.isinf(high)))
+        if nan:
+            self._nan_columns.update(name for name, _ in nan)
+            self._profile_nan(nan)
+
+    def _profile_nan(self, columns: list) -> None:
+        """:meth:`profile` of floating columns with NaN values: NaN counts as missing."""
+        ibis = _ibis()
+        values = []
+        for name, _ in columns:
+            x = self.table[name].cast("float64")
+            valid = ibis.ifelse(self.missing(name), ibis.null("float64"), x)
+            values += [self.missing(name).cast("int64").sum(), valid.min(), valid.max(), valid.sum(),
+                       x.isinf().cast("int64").sum()]
+        out = self.scalars(values)
+        for i, (name, summed) in enumerate(columns):
+            missing, low, high, total, infinite = out[5 * i:5 * i + 5]
+            self._stats[name] = ColumnStats(int(missing), low, high, total if summed else None, bool(infinite))
+
+    def stats(self, name: str) -> ColumnStats:
+        """The :class:`ColumnStats` of one column (a query unless :meth:`profile` has it)."""
+        return self.profile([name])[name]
+
     # -- columns ---------------------------------------------------------------------------
     def dtype(self, name: str):
         return self.table.schema()[name]
@@ -280,19 +376,52 @@ class EngineTable:
         return self.table[name].cast("float64")
 
     def missing(self, name: str):
-        """Rows where the column is NULL (or NaN, for floating columns)."""
+        """Rows where the column is NULL (or NaN, for floating columns; see :func:`_nan_test`)."""
         column = self.table[name]
         if self.dtype(name).is_floating():
-            return column.isnull() | column.isnan()
+            return column.isnull() | (_nan_test(column) if name in self._nan_columns else column.isnan())
         return column.isnull()
 
     def distinct(self, name: str, where=None) -> list:
         """The distinct non-missing values of a column (at most MAX_LEVELS + 1), as Python values."""
-        table = self.table if where is None else self.table.filter(where)
+        if where is None:
+            return list(self.level_counts(name))
+        table = self.table.filter(where)
         column = table[name]
         expr = table.filter(column.notnull()).select(v=column).distinct().limit(MAX_LEVELS + 1)
         values = self.run(expr)["v"].tolist()
         return [_python(v) for v in values]
+
+    def level_counts(self, name: str) -> dict:
+        """{value: rows} of the distinct non-missing values of a column (at most MAX_LEVELS + 1
+        of them; cached): the arm labels and their counts, or a covariate's levels, in one query."""
+        if name not in self._levels:
+            column = self.table[name]
+            expr = self.table.filter(column.notnull()).group_by(v=column).aggregate(
+                n=_count()).limit(MAX_LEVELS + 1)
+            frame = self.run(expr)
+            self._levels[name] = {_python(v): int(k) for v, k in zip(frame["v"].tolist(), frame["n"].tolist())}
+        return self._levels[name]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnStats:
+    """A column's numbers from :meth:`EngineTable.profile`.
+
+    Attributes
+    ----------
+    missing : rows that are NULL (or NaN)
+    low, high : min and max of the non-missing values as float64 (numeric and boolean
+        columns; NaN when there is none; None for other types)
+    total : their sum (None unless asked for)
+    infinite : whether some value is +-inf
+    """
+
+    missing: int
+    low: float | None = None
+    high: float | None = None
+    total: float | None = None
+    infinite: bool = False
 
 
 def _with_values(sql: str, frames: dict) -> str:
@@ -566,14 +695,49 @@ class EngineExperiment:
     def means(self, cov: Covariates, where, clusters: bool = True) -> tuple[np.ndarray, int, float, int | None]:
         """Weighted means of the design columns over ``where``, the rows, the total weight and
         (with ``clusters``) the clusters there (None without clusters)."""
-        w = self.w
-        values = [_count(), self.total(w)] + [(w * c).sum() for c in self.raw_columns(cov)]
-        sums = self.table.scalars(values, where)
+        sums = None
+        early = self._early_cells(cov, ()) if where is None else None
+        if early is not None:  # the cells of the first scan: sums of w, w x over all rows
+            r = 1 + cov.q
+            sums = early[[f"a{i}" for i in range(1 + r)]].to_numpy(dtype=float).sum(axis=0)
+        if sums is None and where is None and self.weights is None:
+            raw = self._raw_sums(cov)
+            if raw is not None:
+                n = self.table.n_rows
+                sums = np.concatenate([[n, float(n)], raw])
+        if sums is None:
+            w = self.w
+            values = [_count(), self.total(w)] + [(w * c).sum() for c in self.raw_columns(cov)]
+            sums = self.table.scalars(values, where)
         n_clusters = None
         if self.cluster_by and clusters:
-            n_clusters = self.count_clusters(where)
+            n_clusters = self.n_clusters if where is None and self.n_clusters else self.count_clusters(where)
         with np.errstate(invalid="ignore", divide="ignore"):
             return sums[2:] / sums[1], int(sums[0]), float(sums[1]), n_clusters
+
+    def _raw_sums(self, cov: Covariates) -> np.ndarray | None:
+        """Sums of the uncentred design columns over all rows from the cached column
+        statistics and level counts (:meth:`EngineTable.profile`), or None when the
+        validation queries did not leave them."""
+        table, out = self.table, []
+        for name, _ in cov.numeric:
+            stats = table._stats.get(name)
+            if stats is None or stats.missing:
+                return None
+            out.append(stats.total)
+        for name, _, levels in cov.categorical:
+            counts = table._levels.get(name)
+            if counts is None:
+                return None
+            out += [float(counts.get(level, 0)) for level in levels[1:]]
+        return np.array(out, dtype=float)
+
+    def _column_means(self, cov: Covariates) -> np.ndarray:
+        """Unweighted means of the uncentred design columns over all rows."""
+        raw = self._raw_sums(cov)
+        if raw is not None:
+            return raw / self.table.n_rows
+        return self.table.scalars([c.mean() for c in self.raw_columns(cov)])
 
     def count_clusters(self, where=None) -> int:
         table = self.table.table if where is None else self.table.table.filter(where)
@@ -581,12 +745,15 @@ class EngineExperiment:
         return int(self.table.run(keys.aggregate(n=keys.count()))["n"].iloc[0])
 
     # -- pass 1 ----------------------------------------------------------------------------------
-    def _cells(self, cov: Covariates, mu, metrics: Sequence[str], where, by_cluster: bool, prefix: Sequence = ()):
+    def _cells(self, cov: Covariates, mu, metrics: Sequence[str], where, by_cluster: bool, prefix: Sequence = (),
+               extra: Sequence = ()):
         """The per-cell sums of pass 1 (see the module docstring): a frame with the cell keys
-        (g0 = assignment arm, [g1 = received arm], [clusters...]) and the sums."""
+        (g0 = assignment arm, [g1 = received arm], [clusters...]) and the sums (then those of
+        ``extra``, other reductions over the same rows); ``mu`` None: the design columns
+        uncentred (sums about 0)."""
         q = cov.q
         stage = Stager(self.table.table)
-        c = stage(self.design_columns(cov, mu))
+        c = stage(self.raw_columns(cov) if mu is None else self.design_columns(cov, mu))
         one = [None] + c  # None: the intercept, a factor 1 left out of the products
         w = self.weights
 
@@ -608,11 +775,14 @@ class EngineExperiment:
         by = list(prefix) + [self.assign] + ([self.treated] if self.treated is not None else [])
         if by_cluster:
             by += self.clusters()
-        return self.table.aggregate(values, by=by, where=where, source=stage.table)
+        return self.table.aggregate(values + list(extra), by=by, where=where, source=stage.table)
 
-    def _assemble(self, frame: pd.DataFrame, q: int, K: int, offset: int = 0) -> Moments:
+    def _assemble(self, frame: pd.DataFrame, q: int, K: int, offset: int = 0, recentre=None) -> Moments:
         """Moments (Z'WZ, Z'WX, Z'WY) from the cell sums of :meth:`_cells` (``offset``: the
-        number of prefix keys before the arm keys)."""
+        number of prefix keys before the arm keys). ``recentre``: the means mu (q,) when the
+        sums are about 0: with :math:`L = [[1, 0], [-\\mu, I]]`, :math:`[1; x - \\mu] = L [1; x]`,
+        so each cell's sums become :math:`L M L'` and :math:`L \\sum [1; x] y'` (exact algebra;
+        :data:`RECENTRE_LIMIT` bounds its rounding)."""
         J = self.n_arms
         p, r = (1 + J) * (1 + q), 1 + q
         tri = r * (r + 1) // 2
@@ -620,22 +790,88 @@ class EngineExperiment:
         zwx = np.zeros((p, p)) if self.iv else None
         sums = frame[[f"a{i}" for i in range(1 + tri + r * K + (tri if self.dose is not None else 0))]] \
             .to_numpy(dtype=float, na_value=0.0)
+        L = None
+        if recentre is not None:
+            L = np.eye(r)
+            L[1:, 0] = -np.asarray(recentre, dtype=float)
         n = int(sums[:, 0].sum())
         for row, a in enumerate(frame[f"g{offset}"].to_numpy(dtype=np.int64)):
             P = _selector(int(a), J, q)
             M = _sym(sums[row, 1:1 + tri], r)
+            Y = sums[row, 1 + tri:1 + tri + r * K].reshape(r, K)
+            if L is not None:
+                M, Y = L @ M @ L.T, L @ Y
             zwz += P @ M @ P.T
-            zwy += P @ sums[row, 1 + tri:1 + tri + r * K].reshape(r, K)
+            zwy += P @ Y
             if self.treated is not None:
                 zwx += P @ M @ _selector(int(frame[f"g{offset + 1}"].iloc[row]), J, q).T
             elif self.dose is not None:
                 Md = _sym(sums[row, 1 + tri + r * K:], r)
+                if L is not None:
+                    Md = L @ Md @ L.T
                 zwx += P @ M @ _selector(0, J, q).T + P @ Md @ _selector(1, J, q, dose=True).T
         return Moments(0.5 * (zwz + zwz.T), zwx, zwy, n)
 
     def moments(self, cov: Covariates, mu: np.ndarray, metrics: Sequence[str], where) -> Moments:
-        """Pass 1: the moments of one metric group (covariates centred at ``mu``)."""
+        """Pass 1: the moments of one metric group (covariates centred at ``mu``), from the
+        first scan's cells (:meth:`first_pass`) when they hold the group, else one query."""
+        early = self._early_cells(cov, metrics) if where is None else None
+        if early is not None:
+            return self._assemble(early, cov.q, len(metrics), recentre=mu)
         return self._assemble(self._cells(cov, mu, metrics, where, False), cov.q, len(metrics))
+
+    # -- the first scan: validation numbers and pass 1 together ------------------------------------
+    def first_pass(self, cov: Covariates, metrics: Sequence[str]) -> None:
+        """One scan for ``add_metric``: the column statistics of the metrics and covariates
+        (:meth:`EngineTable.profile`, which the checks read) and the pass-1 cell sums of all
+        rows about 0 (not yet knowing the means). The fit of the metrics observed on every
+        row, the covariates' means and their Gram matrix are then read from these cells,
+        re-centred (:meth:`_assemble`), instead of scanning again."""
+        table = self.table
+        names = list(dict.fromkeys(list(metrics) + list(cov.sources)))
+        items, slots = table._profile_items(names, {name for name, _ in cov.numeric})
+        frame = self._cells(cov, None, metrics, None, False, extra=items)
+        width = len(frame.columns) - len(items) - (2 if self.treated is not None else 1)
+        out = frame[[f"a{width + i}" for i in range(len(items))]].to_numpy(dtype=float, na_value=np.nan)
+        table._n_rows = int(frame["a0"].sum())
+        table._profile_store(out, slots)
+        self._cache["first_pass"] = (cov, tuple(metrics), frame, self._recentrable(frame, cov.q))
+
+    def _recentrable(self, frame: pd.DataFrame, q: int) -> bool:
+        """Whether every cell's sums about 0 can be re-centred within :data:`RECENTRE_LIMIT`."""
+        r = 1 + q
+        tri = r * (r + 1) // 2
+        sums = frame[[f"a{i}" for i in range(1, 1 + tri)]].to_numpy(dtype=float, na_value=np.nan)
+        for row in sums:
+            M = _sym(row, r)
+            if not np.all(np.isfinite(M)) or M[0, 0] <= 0:
+                return False
+            mean = M[0, 1:] / M[0, 0]
+            var = np.diag(M)[1:] / M[0, 0] - mean ** 2
+            if np.any(var <= 0) or np.any(mean ** 2 > RECENTRE_LIMIT * var):
+                return False
+        return True
+
+    def _early_cells(self, cov: Covariates, metrics: Sequence[str]) -> pd.DataFrame | None:
+        """The first scan's cells restricted to ``metrics`` (columns renumbered as
+        :meth:`_cells` numbers them), or None when it did not cover them or cannot be
+        re-centred."""
+        cached = self._cache.get("first_pass")
+        if cached is None:
+            return None
+        cached_cov, cached_metrics, frame, ok = cached
+        if not ok or cached_cov != cov or any(m not in cached_metrics for m in metrics):
+            return None
+        r, K = 1 + cov.q, len(cached_metrics)
+        tri = r * (r + 1) // 2
+        keep = [cached_metrics.index(m) for m in metrics]
+        take = list(range(1 + tri)) + [1 + tri + a * K + k for a in range(r) for k in keep]
+        if self.dose is not None:
+            take += list(range(1 + tri + r * K, 1 + tri + r * K + tri))
+        keys = [c for c in frame.columns if c.startswith("g")]
+        out = frame[keys + [f"a{i}" for i in take]].copy()
+        out.columns = keys + [f"a{i}" for i in range(len(take))]
+        return out
 
     def cluster_index(self) -> pd.MultiIndex:
         """Every cluster's key, in a fixed order (codes 0..G-1 of the per-cluster arrays)."""
@@ -717,8 +953,16 @@ class EngineExperiment:
     def covariate_gram(self, cov: Covariates) -> np.ndarray:
         """(q, q) Gram matrix of the design columns centred at their unweighted mean over all
         rows (:meth:`MetricSpec._check_covariates`): means first, then the centred sums."""
+        early = self._early_cells(cov, ()) if self.weights is None else None
+        if early is not None:  # the first scan's cells, summed and re-centred at the means
+            r = 1 + cov.q
+            tri = r * (r + 1) // 2
+            M = _sym(early[[f"a{i}" for i in range(1, 1 + tri)]].to_numpy(dtype=float).sum(axis=0), r)
+            L = np.eye(r)
+            L[1:, 0] = -M[0, 1:] / M[0, 0]
+            return (L @ M @ L.T)[1:, 1:]
         raw = self.raw_columns(cov)
-        mean = self.table.scalars([c.mean() for c in raw])
+        mean = self._column_means(cov)
         c = [x - float(m) for x, m in zip(raw, mean)]
         q = len(c)
         return _sym(self.table.scalars([(c[a] * c[b]).sum() for a in range(q) for b in range(a, q)]), q)
@@ -728,7 +972,7 @@ class EngineExperiment:
         (unweighted) overall mean, for :meth:`MetricSpec._check_within_arms`."""
         raw = self.raw_columns(cov)
         q = len(raw)
-        mean = self.table.scalars([c.mean() for c in raw])
+        mean = self._column_means(cov)
         c = [x - float(m) for x, m in zip(raw, mean)]
         values = [_count()] + [x.sum() for x in c]
         values += [(c[a] * c[b]).sum() for a in range(q) for b in range(a, q)]
@@ -745,10 +989,13 @@ class EngineExperiment:
     def describe(self):
         """Arm counts, compliance rate and complier shares (like :meth:`ExperimentData._describe`)."""
         J1 = len(self.arms)
-        values = [_count()]
-        frame = self.table.aggregate(values, by=[self.arm])
         counts = np.zeros(J1, dtype=np.int64)
-        counts[frame["g0"].to_numpy(dtype=np.int64)] = frame["a0"].to_numpy(dtype=np.int64)
+        levels = self.table._levels.get(self.intent)
+        if levels is not None and self.table.stats(self.intent).missing == 0 and set(levels) == set(self.arms):
+            counts[:] = [levels[a] for a in self.arms]  # the arm labels' counts, from reading the arms
+        else:
+            frame = self.table.aggregate([_count()], by=[self.arm])
+            counts[frame["g0"].to_numpy(dtype=np.int64)] = frame["a0"].to_numpy(dtype=np.int64)
         compliance, complier_share = None, None
         if self.dose is not None:
             enc = (self.assign == 1).cast("float64")
@@ -786,6 +1033,17 @@ class EngineExperiment:
 
 
 # -- validation: ExperimentData on an engine table ----------------------------------------------
+def _nan_test(column):
+    """``isnan(coalesce(x, random()))``: the NaN rows of a floating column (``random()`` is never
+    NaN and stands only where x is NULL). DuckDB 2.0 folds a plain ``isnan(x)`` to false, and
+    answers MIN / MAX, from a parquet file's column statistics, which leave NaN out; a NaN
+    stored in parquet (not NULL) would then count as a value where pandas reports it missing.
+    :meth:`EngineTable.profile` finds such columns by their SUM (NaN iff a value is NaN, or
+    both infinities occur), then counts their NaN rows with this test, which
+    :meth:`EngineTable.missing` uses for them from then on."""
+    return column.coalesce(_ibis().random()).isnan()
+
+
 def check_column(table: EngineTable, name, argument: str) -> None:
     """:func:`causalflow.data._column` in the engine: a name, present, without missing values."""
     if not isinstance(name, str):
@@ -793,7 +1051,7 @@ def check_column(table: EngineTable, name, argument: str) -> None:
     if name not in table.columns:
         raise ValidationError(f"{argument}: column {name!r} is not in the data; "
                               f"columns: {list(map(str, table.columns))[:30]}")
-    missing = int(table.scalars([table.missing(name).cast("int64").sum()])[0])
+    missing = table.stats(name).missing
     if missing:
         raise ValidationError(f"{argument}: column {name!r} has {missing} missing values (NaN)")
 
@@ -811,8 +1069,9 @@ def probability(table: EngineTable, name, argument: str):
     if not table.is_numeric(name):
         raise ValidationError(f"{argument}: column {name!r} is not numeric")
     p = table.number(name)
-    low, high, outside = table.scalars([p.min(), p.max(), ((p <= 0) | (p >= 1)).cast("int64").sum()])
-    if outside:
+    stats = table.stats(name)  # no missing values (checked above): outside (0, 1) iff min <= 0 or max >= 1
+    low, high = stats.low, stats.high
+    if low <= 0 or high >= 1:
         raise ValidationError(f"{argument}: column {name!r} has values outside (0, 1) "
                               f"(min {low:g}, max {high:g})")
     return p
@@ -826,10 +1085,15 @@ def read_experiment(table: EngineTable, data, propensity, pick_control, arm_mapp
     ``pick_control``, ``arm_mapping`` and ``mapping_of_columns`` are the in-memory
     constructor's own helpers, so the choice of the control arm and the messages are shared.
     """
+    intent = data.intent_to_treat
+    # the row count and every role column's missing values and range: one scan
+    roles = [intent, data.treated, data.instrument, *(data.cluster_by or [])]
+    roles += [propensity] if isinstance(propensity, str) else (
+        list(propensity.values()) if isinstance(propensity, Mapping) else [])
+    table.profile([r for r in roles if isinstance(r, str)])
     n = table.n_rows
     if n < 2:
         raise ValidationError(f"data: needs at least 2 rows, got {n}")
-    intent = data.intent_to_treat
     check_column(table, intent, "intent_to_treat")
     labels = table.distinct(intent)
     if len(labels) < 2:
@@ -872,15 +1136,15 @@ def read_experiment(table: EngineTable, data, propensity, pick_control, arm_mapp
         for c in data.cluster_by:
             check_column(table, c, "cluster_by")
         exp.cluster_by = list(data.cluster_by)
-        G = exp.count_clusters()
-        if G < 2:
-            raise ValidationError(f"cluster_by: {data.cluster_by} defines a single cluster")
-        exp.n_clusters = G
         t = table.table
         per = t.group_by(**{f"k{i}": t[c] for i, c in enumerate(exp.cluster_by)}).aggregate(
             lo=exp.arm.min(), hi=exp.arm.max())
-        mixed_clusters = per.filter(per.lo != per.hi)
-        mixed = int(table.run(mixed_clusters.aggregate(n=mixed_clusters.count()))["n"].iloc[0])
+        # the clusters and those with more than one assigned arm: one query
+        counts = table.run(per.aggregate(n=per.count(), mixed=(per.lo != per.hi).cast("int64").sum()))
+        G, mixed = int(counts["n"].iloc[0]), int(counts["mixed"].iloc[0])
+        if G < 2:
+            raise ValidationError(f"cluster_by: {data.cluster_by} defines a single cluster")
+        exp.n_clusters = G
         if mixed:
             warnings.warn(f"cluster_by {data.cluster_by}: {mixed} of {G} clusters contain "
                           "more than one assigned arm; is cluster_by the unit of randomisation?",
@@ -907,7 +1171,7 @@ def _read_treated(table: EngineTable, exp: EngineExperiment, name: str, J: int) 
         dose = table.number(name) if numeric else None
         low = high = None
         if numeric:
-            low, high = table.scalars([dose.min(), dose.max()])
+            low, high = table.stats(name).low, table.stats(name).high
         if dose is None or low < 0 or high > 1:
             codes = arm_code(table, name, exp.arms)
             bad = int(table.scalars([(codes < 0).cast("int64").sum()])[0])
@@ -981,6 +1245,11 @@ def read_metrics(exp: EngineExperiment, data, y, covariates) -> tuple[tuple, Eng
     metrics = column_names(y, "y")
     if not metrics:
         raise ValidationError("y: name at least one metric column")
+    try:  # the numbers of every metric and covariate check (missing values, ranges): one scan
+        listed = column_names(covariates, "exogenous_covariates")
+    except ValidationError:
+        listed = []  # raised again, in its turn, below
+    _first_scan(exp, metrics, listed)
     roles = data.column_roles
     frame = _Columns(table)
     for name in metrics:
@@ -1002,6 +1271,43 @@ def read_metrics(exp: EngineExperiment, data, y, covariates) -> tuple[tuple, Eng
             f"{p} parameters for {exp.n} rows" + (" (levels: " + ", ".join(f"{name!r} {k}" for k, name in levels)
                                                   + "; an identifier is not a covariate)" if levels else ""))
     return tuple(metrics), cov
+
+
+def _first_scan(exp: EngineExperiment, metrics: list, listed: list) -> None:
+    """The numbers of the metric and covariate checks, from one scan that also sums pass 1
+    (:meth:`EngineExperiment.first_pass`) when the columns can enter it (names of numeric
+    metrics and of covariates that are numbers or a few levels); else the column
+    statistics alone (:meth:`EngineTable.profile`). No check is made here: the checks
+    read these numbers in their order and raise the in-memory messages."""
+    table = exp.table
+
+    def usable(names):
+        return (all(isinstance(n, str) and n in table.columns for n in names)
+                and len(set(names)) == len(names))
+
+    fused = usable(metrics) and usable(listed) and not set(metrics) & set(listed) and all(
+        table.is_numeric(m) or table.is_bool(m) for m in metrics) and not any(
+        table.dtype(n).is_temporal() or table.dtype(n).is_interval() for n in listed)
+    numeric, categorical, names, level_names = [], [], [], []
+    if fused:
+        for name in listed:
+            if table.is_numeric(name):
+                numeric.append((name, None))
+                names.append(name)
+                continue
+            levels = sorted_labels(table.distinct(name))
+            if not 2 <= len(levels) <= MAX_LEVELS:
+                fused = False
+                break
+            categorical.append((name, None, tuple(levels)))
+            level_names.extend(f"{name}[{level}]" for level in levels[1:])
+    r = 1 + len(names) + len(level_names)
+    width = 1 + r * (r + 1) // 2 * (2 if exp.dose is not None else 1) + r * len(metrics) + 4 * (len(metrics) + r)
+    if not fused or width > MAX_AGGREGATES:
+        table.profile(list(metrics) + list(listed), sums=listed)  # the sums: the covariates' means
+        return
+    exp.first_pass(EngineCovariates(tuple(listed), tuple(names + level_names), tuple(numeric), tuple(categorical)),
+                   metrics)
 
 
 class _Columns:
@@ -1026,10 +1332,8 @@ def _check_metric(table: EngineTable, name: str) -> None:
     dtype = table.dtype(name)
     if not (dtype.is_numeric() or dtype.is_boolean()):
         raise ValidationError(f"y: metric {name!r} is not numeric (dtype {_pandas_name(dtype)})")
-    y = table.number(name)
-    valid = ~table.missing(name)
-    low, high = table.scalars([y.min(), y.max()], where=valid)
-    check_metric_range(low, high, name)
+    stats = table.stats(name)
+    check_metric_range(stats.low, stats.high, name)
 
 
 def _read_covariates(exp: EngineExperiment, columns: list, roles: dict) -> EngineCovariates:
@@ -1042,7 +1346,7 @@ def _read_covariates(exp: EngineExperiment, columns: list, roles: dict) -> Engin
         if name in sources:
             raise ValidationError(f"exogenous_covariates: column {name!r} is listed twice")
         role_column(frame, name, "exogenous_covariates", roles, "a covariate")
-        missing = int(table.scalars([table.missing(name).cast("int64").sum()])[0])
+        missing = table.stats(name).missing
         if missing:
             raise ValidationError(f"exogenous_covariates: column {name!r} has {missing} "
                                   "missing values; impute them (pre-treatment) or drop the rows")
@@ -1052,9 +1356,9 @@ def _read_covariates(exp: EngineExperiment, columns: list, roles: dict) -> Engin
                                   f"({dtype}); convert it to a number (e.g. days since a date)")
         sources.append(name)
         if table.is_numeric(name):
-            x = table.number(name)
-            low, high, infinite = table.scalars([x.min(), x.max(), x.isinf().cast("int64").sum()])
-            if infinite:
+            stats = table.stats(name)
+            low, high = stats.low, stats.high
+            if stats.infinite:
                 raise ValidationError(f"exogenous_covariates: column {name!r} has infinite values")
             if max(-low, high) > 1e150:
                 raise ValidationError(f"exogenous_covariates: column {name!r} has values beyond +-1e+150, "

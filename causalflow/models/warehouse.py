@@ -47,7 +47,8 @@ def missing_groups(exp, metrics: tuple) -> list[tuple]:
     :func:`causalflow.models.linear._missing_groups`): one query counts each metric's
     missing rows, one more compares the patterns of metrics with equal counts."""
     table = exp.table
-    counts = table.scalars([table.missing(m).cast("int64").sum() for m in metrics]).astype(int)
+    stats = table.profile(metrics)  # cached by the validation of the metrics (else one query)
+    counts = np.array([stats[m].missing for m in metrics], dtype=int)
     partial = [k for k in range(len(metrics)) if counts[k]]
     pairs = [(k, m) for i, k in enumerate(partial) for m in partial[i + 1:] if counts[k] == counts[m]]
     same = set()
@@ -227,11 +228,18 @@ class EngineModelResults(LinearModelResults):
 
         so the engine sums m (K + p) products per cluster (and the complier-mean influences,
         K per term) instead of evaluating K residuals of p terms on every row; the residual
-        sums are formed here, exactly."""
+        sums are formed here, exactly. With arm indicators T (no dose), the rows are grouped
+        by cluster and arm codes too: within such a group :math:`\sum u T_j x = [a = j] \sum u x`,
+        so the engine sums m (K + 1 + q) products per group, fewer than m (K + p) (an update of
+        a sum grouped by tens of thousands of clusters costs an engine far more than one over
+        a few groups); the rows of a cluster are added up here."""
         ibis = _ibis()
         exp = self._source
         w = exp.w
         stage = Stager(exp.table.table)
+        split = exp.dose is None
+        codes = {"itt": exp.assign, "iv": exp.treated}
+        by_codes = list(dict.fromkeys(kind for _, kind, _, _ in requests)) if split else []
         values, plan, staged, indicators = [], [], {}, {}
         for (gi, kind, D, terms), (_, m, _) in zip(requests, layout):
             g = self._groups[gi]
@@ -249,7 +257,8 @@ class EngineModelResults(LinearModelResults):
             u = [w * self._linear(G[:, i], c, indicators["itt"]) for i in range(m)]
             u = stage(u if where is None else [ibis.ifelse(where, x, 0.0) for x in u])
             T = indicators[kind]
-            x = list(T) + list(c) + [t * ch for t in T for ch in c]   # [1, T, c, T x c] without the 1
+            # [1, T, c, T x c] without the 1; split: T and T x c follow from the group's arm code
+            x = list(c) if split else list(T) + list(c) + [t * ch for t in T for ch in c]
             Y = [exp.table.number(self.metrics[k]) for k in g.metrics]
             start = len(values)
             for i in range(m):
@@ -257,18 +266,41 @@ class EngineModelResults(LinearModelResults):
             term_start = len(values)
             for term in terms:
                 values += [part.sum() for part in self._term_parts(term, fit)]
-            plan.append((start, term_start, fit.coef, terms))
-        frame = exp.table.aggregate(values, by=exp.clusters(), source=stage.table)
+            plan.append((start, term_start, fit.coef, terms, kind))
+        clusters = exp.clusters()
+        frame = exp.table.aggregate(values, by=clusters + [codes[kind] for kind in by_codes], source=stage.table)
         sums = frame[[f"a{i}" for i in range(len(values))]].to_numpy(dtype=float, na_value=0.0)
         sums = np.nan_to_num(sums)
-        out = np.zeros((len(sums), total))
-        for (start, term_start, coef, terms), (s, m, K) in zip(plan, layout):
+        cluster_of = None
+        if split:
+            keys = [f"g{i}" for i in range(len(clusters))]
+            cluster_of = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+        rows = len(sums) if cluster_of is None else int(cluster_of.max()) + 1 if len(sums) else 0
+        out = np.zeros((rows, total))
+        for (start, term_start, coef, terms, kind), (s, m, K) in zip(plan, layout):
             p = coef.shape[0]
-            block = sums[:, start:term_start].reshape(len(sums), m, K + p)
-            S = block[:, :, :K] - block[:, :, K:] @ coef          # (G, m, K)
+            if split:
+                J, q = self.layout.n_arms, self.layout.q
+                code = frame[f"g{len(clusters) + by_codes.index(kind)}"].to_numpy(dtype=np.int64)
+                raw = sums[:, start:term_start].reshape(len(sums), m, K + 1 + q)
+                block = np.zeros((len(sums), m, K + p))
+                block[:, :, :K + 1] = raw[:, :, :K + 1]
+                block[:, :, K + 1 + J:K + 1 + J + q] = raw[:, :, K + 1:]
+                for j in range(1, J + 1):
+                    arm = code == j
+                    block[arm, :, K + j] = raw[arm, :, K]
+                    at = K + 1 + J + q + (j - 1) * q
+                    block[arm, :, at:at + q] = raw[arm][:, :, K + 1:]
+            else:
+                block = sums[:, start:term_start].reshape(len(sums), m, K + p)
+            S = block[:, :, :K] - block[:, :, K:] @ coef          # (rows, m, K)
             for t, term in enumerate(terms):
                 S[:, term.row, :] += sums[:, term_start + t * K:term_start + (t + 1) * K]
-            out[:, s:s + m * K] = S.reshape(len(sums), m * K)
+            S = S.reshape(len(sums), m * K)
+            if cluster_of is None:
+                out[:, s:s + m * K] = S
+            else:
+                np.add.at(out[:, s:s + m * K], cluster_of, S)
         return out
 
     def _cluster_moments(self, gi: int):
