@@ -414,7 +414,8 @@ def summarise(out, families=FAMILIES, *, wall_seconds: float | None = None) -> d
     cfg = records[0]["config"]
     blocks = [
         ("h1", "OCI validation suite"),
-        ("p", f"{len(records)} data sets; the loop's configuration for every family: learner {cfg['learner']}, "
+        ("p", f"{len(records)} data sets; the loop's configuration for every family: propensity learner "
+              f"{cfg.get('propensity_learner') or cfg['learner']}, outcome learner {cfg['learner']}, "
               f"{cfg['n_folds']} folds x {cfg['n_repeats']} split(s), final stage {cfg['final_stage']}, up to "
               f"{cfg['max_iterations']} iterations, seed {cfg['seed']}"
               + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds else "") + ". "
