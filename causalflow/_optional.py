@@ -24,7 +24,7 @@ from types import ModuleType
 __all__ = ["EXTRAS", "MissingDependency", "require"]
 
 #: the extras of pyproject.toml that a feature can name
-EXTRAS = ("oci", "plot", "bayes", "warehouse", "spark", "mcp", "llm", "docs")
+EXTRAS = ("oci", "plot", "bayes", "warehouse", "spark", "mcp", "llm", "docs", "bench")
 
 
 class MissingDependency(ImportError):

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .backends.engine import EngineTable, is_engine_table, read_experiment, read_metrics
-from .design import pick_control, sorted_labels
+from .design import pick_control, single_propensity_error, sorted_labels
 from .errors import DesignWarning, ValidationError
 from .linalg.sandwich import default_cov_type
 from .linalg.srm import SRM_THRESHOLD, sample_ratio_check
@@ -436,12 +436,7 @@ class ExperimentData:
             return
         if isinstance(propensity, str):
             if self.n_arms != 1:
-                example = ", ".join(f"{a!r}: 'p_{a}'" for a in self.arms)
-                raise ValidationError(
-                    f"propensity: a single column ({propensity!r}) is the propensity score "
-                    f"P(assigned to treatment) of a two-arm design, but {self.intent_to_treat!r} has "
-                    f"{len(self.arms)} arms {list(self.arms)}; give a mapping arm -> column of that "
-                    f"arm's assignment probability, e.g. {{{example}}}")
+                raise single_propensity_error(propensity, self.intent_to_treat, self.arms)
             p_treat = _probability_column(df, propensity)
             # Rosenbaum & Rubin's e(x) = P(treatment | x): treated 1/e, control 1/(1 - e).
             # "Assigned" is the randomized assignment: the instrument when instrument= names

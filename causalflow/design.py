@@ -29,6 +29,17 @@ __all__ = ["Covariates", "DesignSource", "arm_names", "pick_control", "regressor
 _BLOCK_ROWS = 1 << 15
 
 
+def single_propensity_error(propensity: str, intent_to_treat, arms) -> ValidationError:
+    """The error for one propensity column given to a design with more than two arms
+    (in memory and in the engines alike)."""
+    example = ", ".join(f"{a!r}: 'p_{a}'" for a in arms)
+    return ValidationError(
+        f"propensity: a single column ({propensity!r}) is the propensity score "
+        f"P(assigned to treatment) of a two-arm design, but {intent_to_treat!r} has "
+        f"{len(arms)} arms {list(arms)}; give a mapping arm -> column of that "
+        f"arm's assignment probability, e.g. {{{example}}}")
+
+
 def role_column(df: pd.DataFrame, name, argument: str, roles: dict, as_what: str) -> None:
     """Check that ``name`` is a column of ``df`` that has no other role yet."""
     if not isinstance(name, str):

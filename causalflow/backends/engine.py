@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from .._optional import require
-from ..design import Covariates, role_column, sorted_labels
+from ..design import Covariates, role_column, single_propensity_error, sorted_labels
 from ..errors import DesignWarning, ValidationError
 from ..linalg.srm import SampleRatioCheck, sample_ratio_test
 from ..linalg.twosls import Moments
@@ -1201,12 +1201,7 @@ def _read_propensity(table, exp, propensity, data, arm_mapping, mapping_of_colum
     J = exp.n_arms
     if isinstance(propensity, str):
         if J != 1:
-            example = ", ".join(f"{a!r}: 'p_{a}'" for a in exp.arms)
-            raise ValidationError(
-                f"propensity: a single column ({propensity!r}) is the propensity score "
-                f"P(assigned to treatment) of a two-arm design, but {data.intent_to_treat!r} has "
-                f"{len(exp.arms)} arms {list(exp.arms)}; give a mapping arm -> column of that "
-                f"arm's assignment probability, e.g. {{{example}}}")
+            raise single_propensity_error(propensity, data.intent_to_treat, exp.arms)
         p = probability(table, propensity, "propensity")
         own = ibis.cases((exp.assign == 1, p), else_=1.0 - p)
         exp.weights = 1.0 / own

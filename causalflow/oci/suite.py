@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._optional import require
 from ..errors import ValidationError
 from .artifacts import atomic_write, render_html, render_markdown
 
@@ -154,22 +155,8 @@ def list_datasets(family: str, *, acic_data=None, nw_replications: int = NW_REPL
     raise ValidationError(f"family: must be one of {FAMILIES}, got {family!r}")
 
 
-def _bench_module(module: str):
-    """Import a benchmark-only dependency (the ``bench`` / ``test`` extras of pyproject.toml)."""
-    import importlib
-
-    from .._optional import MissingDependency
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        package = module.partition(".")[0]
-        raise MissingDependency(f"the OCI validation suite needs {package!r}: pip install "
-                                f'"causalflow[bench]"', name=package) from exc
-
-
 def _causaldata(name: str) -> pd.DataFrame:
-    return _bench_module(f"causaldata.{name}").load_pandas().data
+    return require(f"causaldata.{name}", "bench").load_pandas().data
 
 
 def load(family: str, key: str, *, acic_data=None) -> DataSet:
@@ -230,7 +217,7 @@ def _baseline_aipw(analysis, plan, learner: str, seed: int) -> dict:
 def _baseline_drlearner(analysis, plan, seed: int) -> dict:
     from .runner import encode_covariates
 
-    DRLearner = _bench_module("econml.dr").DRLearner
+    DRLearner = require("econml.dr", "bench").DRLearner
     from lightgbm import LGBMClassifier, LGBMRegressor
 
     X, _, _ = encode_covariates(analysis.frame, plan.all_confounders)

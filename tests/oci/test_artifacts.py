@@ -112,12 +112,17 @@ def test_a_run_killed_mid_iteration_leaves_only_complete_files(tmp_path, monkeyp
     assert not (root / "run.json").exists()  # the index is written last
 
 
-def test_cli_run_and_show(tmp_path, capsys):
+def _write_study(tmp_path):
+    """A study CSV and its plan file in tmp_path (the CLI tests' input)."""
     df, _ = omitted_confounder(n=300)
     df.to_csv(tmp_path / "study.csv", index=False)
     (tmp_path / "plan.yaml").write_text(
         "data: study.csv\ntreatment: t\noutcome: y\nconfounders: {high: [x], low: [u]}\n"
         "placebo_outcomes: [z]\nestimands: [ATE]\n")
+
+
+def test_cli_run_and_show(tmp_path, capsys):
+    _write_study(tmp_path)
     out = tmp_path / "out"
     code = top_cli.main(["oci", "run", str(tmp_path / "plan.yaml"), "--out", str(out),
                          "--artifact-level", "minimal"])
@@ -137,11 +142,7 @@ def test_cli_run_and_show(tmp_path, capsys):
 
 
 def test_no_notebook_skips_only_the_notebook(tmp_path, capfd):
-    df, _ = omitted_confounder(n=300)
-    df.to_csv(tmp_path / "study.csv", index=False)
-    (tmp_path / "plan.yaml").write_text(
-        "data: study.csv\ntreatment: t\noutcome: y\nconfounders: {high: [x], low: [u]}\n"
-        "placebo_outcomes: [z]\nestimands: [ATE]\n")
+    _write_study(tmp_path)
     out = tmp_path / "out"
     assert oci_main(["run", str(tmp_path / "plan.yaml"), "--out", str(out), "--no-notebook",
                      "--no-progress"]) == 0
