@@ -89,6 +89,10 @@ class Learner:
         is rebuilt from the other arm's plus a cross-fitted effect model where the arm has
         few units (``cross_fit``'s ``effect_factory``). A tuple lists candidates, one chosen
         per arm by out-of-fold error.
+    propensity_calibration : "none" or "isotonic"
+        ``"isotonic"``: the out-of-fold propensity (each candidate's, when the entry combines
+        candidates) is calibrated by isotonic regression before it is used
+        (:func:`causalflow.oci.estimators.calibrate_propensity`).
     """
 
     name: str
@@ -99,6 +103,7 @@ class Learner:
     posterior_regressor: Callable[[int], object] | None = None
     effect_regressor: Callable[[int], object] | tuple[Callable[[int], object], ...] | None = None
     candidates: tuple[str, ...] = ()
+    propensity_calibration: str = "none"
 
     @property
     def members(self) -> tuple[Learner, ...]:
@@ -182,7 +187,7 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
                      outcome_features: str = "covariates",
                      posterior_regressor: Callable[[int], object] | None = None,
                      effect_regressor: Callable[[int], object] | tuple | None = None,
-                     candidates: tuple[str, ...] = ()) -> Learner:
+                     candidates: tuple[str, ...] = (), propensity_calibration: str = "none") -> Learner:
     """Add a learner under ``name``; both factories take the seed (int) and return a new estimator.
 
     Examples
@@ -210,12 +215,15 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
             isinstance(effect_regressor, tuple) and effect_regressor and all(map(callable, effect_regressor))):
         raise ValidationError(f"learner {name!r}: effect_regressor must be a callable of the seed, "
                               f"a non-empty tuple of them, or None")
+    if propensity_calibration not in ("none", "isotonic"):
+        raise ValidationError(f"learner {name!r}: propensity_calibration must be 'none' or 'isotonic', "
+                              f"got {propensity_calibration!r}")
     candidates = tuple(candidates)
     for c in candidates:
         if get_learner(c).candidates:
             raise ValidationError(f"learner {name!r}: candidate {c!r} itself chooses among candidates")
     entry = Learner(name, classifier, regressor, flexible, outcome_features, posterior_regressor,
-                    effect_regressor, candidates)
+                    effect_regressor, candidates, propensity_calibration)
     _REGISTRY[name] = entry
     return entry
 
@@ -265,6 +273,9 @@ _register_gbm_linear_tree()
 # each nuisance a convex combination of linear models and gbm_x_select by out-of-fold risk (issue 16)
 register_learner("auto", _linear_classifier, _linear_regressor, flexible=True,
                  candidates=("linear", "gbm_x_select"))
+# the same, every candidate's propensity calibrated by isotonic regression first
+register_learner("auto_calibrated", _linear_classifier, _linear_regressor, flexible=True,
+                 candidates=("linear", "gbm_x_select"), propensity_calibration="isotonic")
 
 #: the learner the rule Critic proposes when a linear learner leaves imbalance behind
 FLEXIBLE_LEARNERS = ("gbm_x_select",)

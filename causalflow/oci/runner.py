@@ -329,12 +329,14 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
         folds = est.make_folds(t, spec.n_folds, spec.seed + r)
         if select:
             fit = est.cross_fit_select(X, t, outcomes, folds, propensity_learner.members,
-                                       outcome_learner.members, spec.seed + r)
+                                       outcome_learner.members, spec.seed + r,
+                                       calibration=propensity_learner.propensity_calibration)
         else:
             fit = est.cross_fit(X, t, outcomes, folds, propensity_learner.classifier, outcome_learner.regressor,
                                 spec.seed + r, outcome_features=outcome_learner.outcome_features,
                                 posterior_factory=outcome_learner.posterior_regressor,
-                                effect_factory=outcome_learner.effect_regressor)
+                                effect_factory=outcome_learner.effect_regressor,
+                                calibration=propensity_learner.propensity_calibration)
         fits.append((np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip), fit))
     # trimming, weights and diagnostics use the mean propensity over the splits
     e = fits[0][0] if len(fits) == 1 else np.mean([f[0] for f in fits], axis=0)
