@@ -130,7 +130,7 @@ def _figure(width=6.0, height=3.6, ncols=1):
 def plot_overlap(it: Iteration) -> bytes:
     """Histogram of the cross-fitted propensity by arm, with the trimming bounds."""
     fig, ax = _figure()
-    e, t = it.result.propensity, it.result.treatment
+    e, t = it.result.overlap_score, it.result.treatment
     bins = np.linspace(0, 1, 41)
     ax.hist(e[t == 0], bins=bins, alpha=0.55, label="control", color="tab:blue")
     ax.hist(e[t == 1], bins=bins, alpha=0.55, label="treated", color="tab:orange")

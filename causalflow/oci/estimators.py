@@ -363,6 +363,11 @@ class CrossFit:
     chosen, risks : dict or None
         From :func:`cross_fit_select`: the learners' weights for every nuisance and the
         candidates' cross-validated risks; else None.
+    score : ndarray (n,) or None
+        With a calibration: the propensity before it (for ``cross_fit_select``, the chosen
+        combination of the uncalibrated candidates); else None. The runner judges overlap
+        and trims on this smooth score, since an isotonic fit jumps to 0 and 1 in its end
+        blocks (its boundary problem), and weights with the calibrated ``e``.
     """
 
     e: np.ndarray
@@ -373,6 +378,7 @@ class CrossFit:
     m1_arms: dict | None = None
     chosen: dict | None = None
     risks: dict | None = None
+    score: np.ndarray | None = None
 
 
 def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, seed: int, *,
@@ -429,7 +435,10 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     linear effect model is used where the effect is linear and trees where it is not.
 
     ``calibration="isotonic"`` replaces the out-of-fold propensity by its isotonic
-    calibration (:func:`calibrate_propensity`) before anything uses it.
+    calibration (:func:`calibrate_propensity`) in the returned ``e`` (the estimators'
+    weights); the propensity features of the outcome models and the X-learner's mixing
+    weights keep the smooth uncalibrated score (``CrossFit.score``): they need a ranking of
+    the units, not inverse weights, and an isotonic fit's end blocks jump to 0 and 1.
 
     Examples
     --------
@@ -443,12 +452,14 @@ def cross_fit(X, t, outcomes: dict, folds, propensity_factory, outcome_factory, 
     """
     if outcome_features not in _OUTCOME_FEATURES:
         raise ValueError(f"outcome_features: must be one of {_OUTCOME_FEATURES}, got {outcome_features!r}")
-    e = _calibrated(propensity_out_of_fold(X, t, folds, propensity_factory, seed), t, calibration)
-    m0, m1, m0x, m1x = _outcome_out_of_fold(X, t, outcomes, folds, e, outcome_factory, seed, outcome_features,
+    raw = propensity_out_of_fold(X, t, folds, propensity_factory, seed)
+    e = _calibrated(raw, t, calibration)
+    score = raw if calibration != "none" else None
+    m0, m1, m0x, m1x = _outcome_out_of_fold(X, t, outcomes, folds, raw, outcome_factory, seed, outcome_features,
                                             posterior_factory, effect_factory)
     if effect_factory is None:
-        return CrossFit(e, m0, m1, folds)
-    return CrossFit(e, m0x, m1x, folds, m0, m1)
+        return CrossFit(e, m0, m1, folds, score=score)
+    return CrossFit(e, m0x, m1x, folds, m0, m1, score=score)
 
 
 def propensity_out_of_fold(X, t, folds, factory, seed: int) -> np.ndarray:
@@ -607,7 +618,7 @@ def cross_fit_select(X, t, outcomes: dict, folds, propensity_learners, outcome_l
       with the smallest log-loss (:func:`propensity_risk`);
     - for every outcome and arm, the regression ``m_t`` is the convex combination of the
       candidates' out-of-fold predictions (after each candidate's own X-learner
-      recombination, with the combined propensity, if it has one) with the smallest squared
+      recombination, with the combined propensity, uncalibrated, if it has one) with the smallest squared
       error over the units of arm ``t``.
 
     By the oracle inequality of super learning the combination does asymptotically as well
@@ -640,13 +651,15 @@ def cross_fit_select(X, t, outcomes: dict, folds, propensity_learners, outcome_l
     True
     """
     treated = t == 1
-    es = [_calibrated(propensity_out_of_fold(X, t, folds, c.classifier, seed), t, calibration)
-          for c in propensity_learners]
+    raw = [propensity_out_of_fold(X, t, folds, c.classifier, seed) for c in propensity_learners]
+    es = [_calibrated(e, t, calibration) for e in raw]
     risks = {"propensity": [propensity_risk(t, e) for e in es]}
     w = convex_weights(es, t, "log")
     e = np.column_stack(es) @ w
+    score = np.column_stack(raw) @ w if calibration != "none" else None
     chosen = {"propensity": {c.name: float(v) for c, v in zip(propensity_learners, w)}}
-    fits = [_outcome_out_of_fold(X, t, outcomes, folds, e, c.regressor, seed, c.outcome_features,
+    smooth = e if score is None else score  # the X-learner mixes the arms with the smooth score
+    fits = [_outcome_out_of_fold(X, t, outcomes, folds, smooth, c.regressor, seed, c.outcome_features,
                                  c.posterior_regressor, c.effect_regressor) for c in outcome_learners]
     m = {0: {}, 1: {}}
     own = {0: {}, 1: {}}
@@ -661,7 +674,7 @@ def cross_fit_select(X, t, outcomes: dict, folds, propensity_learners, outcome_l
             own[arm][name] = np.column_stack([f[arm][name] for f in fits]) @ w
             recombined |= any(f[2] is not None for f, v in zip(fits, w) if v > 0)
     arms = (own[0], own[1]) if recombined else (None, None)
-    return CrossFit(e, m[0], m[1], folds, *arms, chosen=chosen, risks=risks)
+    return CrossFit(e, m[0], m[1], folds, *arms, chosen=chosen, risks=risks, score=score)
 
 
 def arm_out_of_fold(X, y, arm, folds, factory, seed: int) -> np.ndarray:

@@ -91,7 +91,8 @@ class SpecResult:
     alpha : float
         Trimming threshold used for ATE / ATT (0 without trimming).
     propensity : ndarray (n,)
-        Cross-fitted, clipped propensity of every unit of the study population.
+        Cross-fitted, clipped propensity of every unit of the study population: the one the
+        estimators weight with (calibrated, when the propensity learner calibrates).
     treatment : ndarray (n,)
     kept : ndarray (n,) of bool
         Units kept by trimming.
@@ -100,6 +101,9 @@ class SpecResult:
         the candidates' weights in every nuisance (``"propensity"``, ``"<outcome>:treated"``,
         ``"<outcome>:control"``; the analysed outcome is ``"__outcome__"``) and their own
         cross-validated risks. Empty otherwise.
+    score : ndarray (n,) or None
+        With a calibrated propensity learner: the clipped propensity before calibration, on
+        which trimming and the overlap diagnostics are judged (``propensity`` otherwise).
     """
 
     spec: Spec
@@ -110,6 +114,13 @@ class SpecResult:
     treatment: np.ndarray
     kept: np.ndarray
     learners: tuple = ()
+    score: np.ndarray | None = None
+
+    @property
+    def overlap_score(self) -> np.ndarray:
+        """The propensity that trimming and the overlap diagnostics use: ``score`` if the
+        propensity was calibrated, else ``propensity``."""
+        return self.propensity if self.score is None else self.score
 
     def results_dict(self) -> dict:
         """The JSON of ``results.json``."""
@@ -338,16 +349,21 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
                                 effect_factory=outcome_learner.effect_regressor,
                                 calibration=propensity_learner.propensity_calibration)
         fits.append((np.clip(fit.e, spec.propensity_clip, 1 - spec.propensity_clip), fit))
-    # trimming, weights and diagnostics use the mean propensity over the splits
-    e = fits[0][0] if len(fits) == 1 else np.mean([f[0] for f in fits], axis=0)
+    # trimming, weights and diagnostics use the mean propensity over the splits; trimming and
+    # overlap are judged on the uncalibrated score when the propensity is calibrated
+    e = np.mean([f[0] for f in fits], axis=0)
+    score = None
+    if fits[0][1].score is not None:
+        score = np.mean([np.clip(f.score, spec.propensity_clip, 1 - spec.propensity_clip) for _, f in fits], axis=0)
+    s = e if score is None else score
 
     if spec.trimming == "none":
         alpha = 0.0
     elif spec.trimming == "crump":
-        alpha = est.crump_alpha(e)
+        alpha = est.crump_alpha(s)
     else:
         alpha = float(spec.trimming)
-    kept = (e >= alpha) & (e <= 1 - alpha) if alpha > 0 else np.ones(len(t), bool)
+    kept = (s >= alpha) & (s <= 1 - alpha) if alpha > 0 else np.ones(len(t), bool)
     sd_y = float(np.std(y, ddof=1))
     linear_fits: dict = {}  # the linear outcome regression depends only on the rows (and weights)
     weighted = spec.final_stage == "weighted_linear"
@@ -392,11 +408,11 @@ def _run_spec(data: AnalysisData, spec: Spec, thresholds: Thresholds | None) -> 
             placebo.append(PlaceboResult(c, pk.estimate, pk.std_error, pk.p_value))
         placebo = tuple(placebo)
         balance = _balance(X_all[rows], names_all, owners_all, tt, w, spec, plan)
-        overlap = overlap_summary(estimand, tt, ee, w, th.overlap_bounds,
+        overlap = overlap_summary(estimand, tt, s[rows], w, th.overlap_bounds,
                                   n_trimmed=int((~rows).sum()), alpha=alpha if trimmed else 0.0)
         sens = _sensitivity(kern, (lo, hi), sd_y, linear_fits[key])
         checks = evaluate_checks(estimand, balance, overlap, placebo, sens, kern.p_value, trimmed, th, n1, n0,
                                  dependence=dependence)
         diagnostics.append(EstimandDiagnostics(estimand, balance, overlap, placebo, sens, checks))
     learners = tuple({"chosen": f.chosen, "risks": f.risks} for _, f in fits if f.chosen is not None)
-    return SpecResult(spec, tuple(estimates), tuple(diagnostics), float(alpha), e, t.copy(), kept, learners)
+    return SpecResult(spec, tuple(estimates), tuple(diagnostics), float(alpha), e, t.copy(), kept, learners, score)

@@ -113,8 +113,10 @@ def test_a_run_killed_mid_iteration_leaves_only_complete_files(tmp_path, monkeyp
 
 
 def _write_study(tmp_path):
-    """A study CSV and its plan file in tmp_path (the CLI tests' input)."""
-    df, _ = omitted_confounder(n=300)
+    """A study CSV and its plan file in tmp_path (the CLI tests' input): a seed whose second
+    iteration is clean, so the CLI's whole story is shown (the stop rules themselves are
+    tested in test_studies.py and test_final_selection.py)."""
+    df, _ = omitted_confounder(n=300, seed=1)
     df.to_csv(tmp_path / "study.csv", index=False)
     (tmp_path / "plan.yaml").write_text(
         "data: study.csv\ntreatment: t\noutcome: y\nconfounders: {high: [x], low: [u]}\n"

@@ -1,5 +1,6 @@
 """Every nuisance a convex combination of candidate learners with the smallest out-of-fold
-risk (``cross_fit_select``, the ``"auto"`` learner: the RuleActor's default propensity).
+risk (``cross_fit_select``, the ``"auto"`` learner; ``"auto_calibrated"``, the RuleActor's
+default propensity, calibrates the candidates first: test_propensity_calibration.py).
 
 References: ``cross_fit`` with each candidate alone (the combination must be the weighted
 sum of their predictions), and the best weight on a fine grid computed here with plain
@@ -129,7 +130,7 @@ def test_the_default_actor_selects_and_records_the_choice():
     plan = Plan(data=frame, treatment="t", outcome="y", confounders={"high": ["x0", "x1", "x2"]},
                 estimands=["ATE"])
     spec = RuleActor().propose(plan, None, None).spec
-    assert (spec.propensity_learner, spec.outcome_learner) == ("auto", "gbm_x_select")
+    assert (spec.propensity_learner, spec.outcome_learner) == ("auto_calibrated", "gbm_x_select")
     result = run_spec(prepare_data(plan), spec)
     choices = result.results_dict()["nuisance_learners"]
     assert len(choices) == spec.n_repeats

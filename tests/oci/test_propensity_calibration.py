@@ -70,7 +70,7 @@ def _study(n=600, seed=0):
     return X, t, y
 
 
-def test_cross_fit_calibrates_before_the_outcome_models_use_the_propensity():
+def test_cross_fit_calibrates_the_weights_and_keeps_the_smooth_score_for_the_outcome_models():
     X, t, y = _study()
     folds = make_folds(t, 3, 0)
     gx = get_learner("gbm_x_select")
@@ -78,9 +78,11 @@ def test_cross_fit_calibrates_before_the_outcome_models_use_the_propensity():
     cal = cross_fit(X, t, {"y": y}, folds, gx.classifier, gx.regressor, 0, effect_factory=gx.effect_regressor,
                     calibration="isotonic")
     np.testing.assert_array_equal(cal.e, calibrate_propensity(raw.e, t))
-    # the arms' own regressions do not see the propensity; the X-learner recombination does
-    np.testing.assert_array_equal(cal.m1_arms["y"], raw.m1_arms["y"])
-    assert not np.array_equal(cal.m1["y"], raw.m1["y"])
+    np.testing.assert_array_equal(cal.score, raw.e)
+    assert raw.score is None
+    # the X-learner mixes the arms with the uncalibrated score: the outcome predictions are unchanged
+    for attr in ("m0", "m1", "m0_arms", "m1_arms"):
+        np.testing.assert_array_equal(getattr(cal, attr)["y"], getattr(raw, attr)["y"])
 
 
 def test_selection_weighs_the_calibrated_candidates():
@@ -92,6 +94,9 @@ def test_selection_weighs_the_calibrated_candidates():
              for c in (lin, gbm)]
     w = fit.chosen["propensity"]
     np.testing.assert_allclose(fit.e, w["linear"] * cands[0] + w["lightgbm"] * cands[1], rtol=1e-12)
+    uncalibrated = [cross_fit(X, t, {"y": y}, folds, c.classifier, lin.regressor, 0).e for c in (lin, gbm)]
+    np.testing.assert_allclose(fit.score, w["linear"] * uncalibrated[0] + w["lightgbm"] * uncalibrated[1],
+                               rtol=1e-12)
     # the reference: the best weight on a grid of 2,001 (log-loss, clipped as propensity_risk)
     grid = np.linspace(0, 1, 2001)
 
@@ -113,3 +118,33 @@ def test_bad_calibration_names_are_refused():
         register_learner("calibration_doc", lin.classifier, lin.regressor, propensity_calibration="platt")
     assert get_learner("auto_calibrated").propensity_calibration == "isotonic"
     assert get_learner("auto").propensity_calibration == "none"
+
+
+def test_the_runner_weights_with_the_calibrated_propensity_and_trims_on_the_score():
+    import pandas as pd
+
+    from causalflow.oci import Plan, Spec, prepare_data, run_spec
+    from causalflow.oci.estimators import crump_alpha
+
+    X, t, y = _study(n=800, seed=6)
+    frame = pd.DataFrame({"x0": X[:, 0], "x1": X[:, 1], "x2": X[:, 2], "t": t, "y": y})
+    plan = Plan(data=frame, treatment="t", outcome="y", confounders=["x0", "x1", "x2"], estimands=["ATE", "ATT"])
+    data = prepare_data(plan)
+    base = dict(estimands=("ATE", "ATT"), covariates=("x0", "x1", "x2"), outcome_learner="linear", n_folds=3,
+                priorities=tuple((c, "high") for c in ("x0", "x1", "x2")),
+                trimming="crump")
+    cal = run_spec(data, Spec(propensity_learner="auto_calibrated", **base))
+    plain = run_spec(data, Spec(propensity_learner="auto", **base))
+    # the same candidates and folds: the score is the uncalibrated combination (weights chosen on
+    # the calibrated candidates, so the combination itself may differ from "auto"'s)
+    assert plain.score is None and plain.overlap_score is plain.propensity
+    s = cal.score
+    assert s.min() >= 1e-3 and s.max() <= 1 - 1e-3  # clipped as the propensity is
+    assert cal.alpha == pytest.approx(crump_alpha(s), rel=1e-12)
+    np.testing.assert_array_equal(cal.kept, (s >= cal.alpha) & (s <= 1 - cal.alpha))
+    # each calibrated candidate keeps the treated share (an isotonic least-squares fit keeps the
+    # mean), so their convex combination does too, up to the clip at 1e-3
+    assert cal.propensity.mean() == pytest.approx(t.mean(), abs=2e-3)
+    overlap = cal.diagnostic("ATE").overlap
+    rows = cal.kept
+    assert overlap.share_outside == pytest.approx(np.mean((s[rows] <= 0.1) | (s[rows] >= 0.9)), abs=1e-12)
