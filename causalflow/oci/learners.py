@@ -34,7 +34,7 @@ Built in:
   of :class:`~causalflow.oci.actor.RuleActor` (its outcome learner is ``"gbm_x_select"``),
   chosen on the validation suite of issue 16 (benchmarks/README.md, "Candidate defaults",
   round 3): against ``"auto"`` it lowered the RMSE on every simulated family (ACIC 2016
-  SATT 0.091 to 0.068, Nie-Wager ATE 0.118 to 0.100) at the same coverage.
+  SATT 0.091 to 0.069, Nie-Wager ATE 0.118 to 0.104) at the same coverage.
 
 The factories import scikit-learn and LightGBM when called (the ``oci`` extra:
 ``pip install "causalflow[oci]"``). Research learners of the ACIC 2016 study (BART
