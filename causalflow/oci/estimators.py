@@ -498,9 +498,8 @@ def calibrate_propensity(e, t) -> np.ndarray:
     probability weighting via isotonic calibration"), who calibrate the inverse weights with
     a loss tailored to them; this is the simpler calibration of the score itself (Zadrozny
     and Elkan 2002, KDD, "Transforming classifier scores into accurate multiclass probability
-    estimates"). The calibration map is fitted on all units' out-of-fold scores; it is one
-    monotone function of one variable, which the cited work shows keeps the doubly robust
-    estimators asymptotically linear.
+    estimates"). As in the cited work, the calibration map (one monotone function of one
+    variable) is fitted on all units' out-of-fold scores.
 
     Examples
     --------
