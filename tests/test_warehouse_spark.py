@@ -105,3 +105,31 @@ def test_analyze_many_on_spark(spark, frame):
     for e in (0, 1, 3):
         np.testing.assert_allclose(out[out.exp == e][COLUMNS].to_numpy(float), ref[COLUMNS].to_numpy(float),
                                    rtol=RTOL)
+
+
+def test_temporary_views_are_dropped_with_the_last_table(spark, frame):
+    # the views an engine table registers (the DataFrame's and a lookup's) live as long as a
+    # table that queries them, and leave the session's catalog after the last one is gone
+    import gc
+
+    from causalflow.backends.engine import EngineTable
+
+    def views():
+        return {t.name for t in spark.catalog.listTables() if t.name.startswith("__causalflow")}
+
+    gc.collect()  # the earlier tests' tables go first
+    before = views()
+    base = EngineTable.of(spark.createDataFrame(frame))
+    lookup = pd.DataFrame({"cl": np.arange(60), "w": np.linspace(0.0, 1.0, 60)})
+    joined = base.joined(lookup, base.table["cl"], "cl")
+    look = joined.where(joined.table["x"] > 0)
+    made = views() - before
+    assert len(made) == 2  # the DataFrame's view and the lookup's
+    del base, joined
+    gc.collect()
+    assert made <= views()  # a derived table still queries them
+    n = look.run(look.table.aggregate(n=look.table.count()))["n"].iloc[0]
+    assert n == int((frame.x > 0).sum())
+    del look
+    gc.collect()
+    assert not made & views()  # (other tests' views may go at the same collection)

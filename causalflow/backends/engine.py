@@ -67,6 +67,7 @@ import os
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -115,6 +116,27 @@ def _progress(what: str):
     return tqdm(desc=what, unit="query", disable=None, leave=False)
 
 
+class _TempViews:
+    """The Spark temporary views that an engine table made of a Spark DataFrame, and every
+    table derived from it (joins with lookup frames, filters), query by name. They stay in
+    the session's catalog while any of those tables is alive and are dropped when the last
+    one is garbage-collected, so a long-lived session that analyses many experiments does
+    not collect them. Not at interpreter exit: the session may be gone by then, and its
+    views with it."""
+
+    def __init__(self, session, *names: str) -> None:
+        self.names = list(names)
+        weakref.finalize(self, _drop_temp_views, session, self.names).atexit = False
+
+
+def _drop_temp_views(session, names) -> None:
+    for name in names:
+        try:
+            session.catalog.dropTempView(name)
+        except Exception:  # noqa: BLE001 (a stopped session: nothing is left to drop)
+            pass
+
+
 class EngineTable:
     """An Ibis table expression and the function that runs expressions built on it.
 
@@ -126,7 +148,7 @@ class EngineTable:
     columns : tuple of str
     """
 
-    def __init__(self, table, backend: str, run, lookups: dict | None = None, session=None):
+    def __init__(self, table, backend: str, run, lookups: dict | None = None, session=None, views=None):
         self.table = table
         self.backend = backend
         self._run = run
@@ -134,6 +156,7 @@ class EngineTable:
         self._n_rows = None
         self._lookups = {} if lookups is None else lookups  # name -> frame, for a DuckDB relation
         self._session = session  # a Spark session
+        self._views = views  # _TempViews: the Spark temporary views this table and those derived from it use
         self._bar = None
         self._stats: dict = {}   # column -> ColumnStats, from one query for many columns (profile)
         self._nan_columns: set = set()  # floating columns seen to hold NaN (their MAX is NaN)
@@ -150,6 +173,8 @@ class EngineTable:
         name = f"__causalflow_lookup_{uuid.uuid4().hex}"
         if self.backend == "pyspark" and self._session is not None:
             self._session.createDataFrame(frame).createOrReplaceTempView(name)
+            if self._views is not None:
+                self._views.names.append(name)
             lookup = ibis.table(schema, name=name)
         elif getattr(self._run, "__name__", "") == "run_relation":  # a DuckDB relation: a VALUES CTE
             self._lookups[name] = frame
@@ -157,7 +182,7 @@ class EngineTable:
         else:
             lookup = ibis.memtable(frame, schema=schema)
         joined = self.table.join(lookup, key == lookup[key_column])
-        out = EngineTable(joined, self.backend, self._run, self._lookups, self._session)
+        out = EngineTable(joined, self.backend, self._run, self._lookups, self._session, self._views)
         out.base = self
         return out
 
@@ -194,13 +219,14 @@ class EngineTable:
             table = ibis.table(ibis.schema({f.name: PySparkType.to_ibis(f.dataType) for f in obj.schema.fields}),
                                name=view)
             return cls(table, "pyspark", lambda expr: session.sql(ibis.to_sql(expr, dialect="pyspark")).toPandas(),
-                       session=session)
+                       session=session, views=_TempViews(session, view))
         raise ValidationError(f"data: expected a table, a parquet path or an engine table, got {name}")
 
     def where(self, predicate) -> EngineTable:
         """The rows where the Ibis boolean ``predicate`` (built on :attr:`table`) holds, on
         the same engine (a look of :func:`causalflow.monitor`: a filter on the arrival column)."""
-        return EngineTable(self.table.filter(predicate), self.backend, self._run, self._lookups, self._session)
+        return EngineTable(self.table.filter(predicate), self.backend, self._run, self._lookups, self._session,
+                           self._views)
 
     def arrival_cuts(self, arrival: str, counts) -> np.ndarray:
         """The value of column ``arrival`` at each 1-based rank in ``counts`` when the rows are
