@@ -38,7 +38,7 @@ from .linalg.sandwich import default_cov_type
 from .linalg.srm import SRM_THRESHOLD, sample_ratio_check
 from .models.spec import MetricSpec
 from .transforms import derive_metrics
-from .validate import to_pandas
+from .validate import missing_message, no_variation_message, outside_message, to_pandas
 
 __all__ = ["Design", "ExperimentData"]
 
@@ -51,8 +51,7 @@ def _column(df: pd.DataFrame, name, argument: str) -> pd.Series:
                               f"columns: {list(map(str, df.columns))[:30]}")
     column = df[name]
     if column.isna().any():
-        raise ValidationError(f"{argument}: column {name!r} has {int(column.isna().sum())} "
-                              "missing values (NaN)")
+        raise ValidationError(missing_message(argument, name, column.isna().sum()))
     return column
 
 
@@ -100,8 +99,7 @@ def _probability_column(df: pd.DataFrame, name, argument: str = "propensity") ->
         raise ValidationError(f"{argument}: column {name!r} is not numeric")
     values = column.to_numpy(dtype=float)
     if not ((values > 0) & (values < 1)).all():
-        raise ValidationError(f"{argument}: column {name!r} has values outside (0, 1) "
-                              f"(min {values.min():g}, max {values.max():g})")
+        raise ValidationError(outside_message(argument, name, values.min(), values.max()))
     return values
 
 
@@ -408,10 +406,9 @@ class ExperimentData:
                 if (codes >= 0).all():
                     dose = codes.astype(float)
             if dose.min() < 0 or dose.max() > 1:
-                raise ValidationError(f"treated: column {name!r} has values outside [0, 1] "
-                                      f"(min {dose.min():g}, max {dose.max():g})")
+                raise ValidationError(outside_message("treated", name, dose.min(), dose.max(), "[0, 1]"))
             if np.ptp(dose) == 0:
-                raise ValidationError(f"treated: column {name!r} has no variation (always {dose[0]:g})")
+                raise ValidationError(no_variation_message("treated", name, dose[0]))
             if not np.array_equal(dose, self.arm_codes.astype(float)):
                 self.dose = dose
             return
@@ -426,7 +423,7 @@ class ExperimentData:
             raise ValidationError(f"{argument}: column {name!r} has values that are not arms of "
                                   f"{self.intent_to_treat!r} ({list(self.arms)})")
         if len(np.unique(codes)) < 2:
-            raise ValidationError(f"{argument}: column {name!r} has no variation")
+            raise ValidationError(no_variation_message(argument, name))
         return codes
 
     def _read_propensity(self, df: pd.DataFrame, propensity) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 from .errors import ValidationError
 
 __all__ = ["LARGEST", "check_alpha", "check_choice", "column_names", "float_values", "metric_values",
-           "to_pandas"]
+           "missing_message", "no_variation_message", "outside_message", "to_pandas"]
 
 LARGEST = 1e150  # squares and cross-products of larger values overflow float64
 
@@ -102,3 +102,31 @@ def check_metric_range(low: float, high: float, name: str, argument: str = "y") 
     if max(-low, high) > LARGEST:
         raise ValidationError(f"{argument}: metric {name!r} has values beyond +-{LARGEST:g}, whose squares "
                               "overflow float64; rescale it")
+
+
+# -- the wording of column problems found in memory, in the engine and per experiment ------
+def missing_message(argument: str, name, count) -> str:
+    """A role column with missing values.
+
+    >>> missing_message("treated", "d", 3)
+    "treated: column 'd' has 3 missing values (NaN)"
+    """
+    return f"{argument}: column {name!r} has {int(count)} missing values (NaN)"
+
+
+def outside_message(argument: str, name, low, high, interval: str = "(0, 1)") -> str:
+    """A column with values outside the interval it must lie in.
+
+    >>> outside_message("propensity", "p", 0.0, 0.9)
+    "propensity: column 'p' has values outside (0, 1) (min 0, max 0.9)"
+    """
+    return f"{argument}: column {name!r} has values outside {interval} (min {low:g}, max {high:g})"
+
+
+def no_variation_message(argument: str, name, value=None) -> str:
+    """A column that must vary and does not (``value``: its one value, when numeric).
+
+    >>> no_variation_message("treated", "d", 1.0)
+    "treated: column 'd' has no variation (always 1)"
+    """
+    return f"{argument}: column {name!r} has no variation" + ("" if value is None else f" (always {value:g})")

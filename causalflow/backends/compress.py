@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ValidationError
-from ..validate import check_alpha, check_choice, column_names
+from ..validate import check_alpha, check_choice, column_names, missing_message
 
 __all__ = ["Compressed", "CompressedFit", "compress"]
 
@@ -293,7 +293,7 @@ def _compress_ibis(table, intent_to_treat, metrics, covariates, clusters, propen
         if row[f"nulls_{i}"]:
             argument = ("intent_to_treat" if i == 0 else "cluster_by" if i <= len(clusters)
                         else "exogenous_covariates")
-            raise ValidationError(f"{argument}: column {c!r} has {int(row[f'nulls_{i}'])} missing values (NaN)")
+            raise ValidationError(missing_message(argument, c, row[f"nulls_{i}"]))
     _no_missing([row[f"ynull_{k}"] for k in range(len(metrics))], metrics)
     if isinstance(propensity, str):
         if row["pnull"] or not (0 < row["pmin"] and row["pmax"] < 1):

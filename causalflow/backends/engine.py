@@ -79,7 +79,7 @@ from ..design import Covariates, role_column, single_propensity_error, sorted_la
 from ..errors import DesignWarning, ValidationError
 from ..linalg.srm import SampleRatioCheck, sample_ratio_test
 from ..linalg.twosls import Moments
-from ..validate import check_metric_range
+from ..validate import check_metric_range, missing_message, no_variation_message, outside_message
 
 __all__ = ["EngineCovariates", "EngineExperiment", "EngineTable", "is_engine_table"]
 
@@ -1079,7 +1079,7 @@ def check_column(table: EngineTable, name, argument: str) -> None:
                               f"columns: {list(map(str, table.columns))[:30]}")
     missing = table.stats(name).missing
     if missing:
-        raise ValidationError(f"{argument}: column {name!r} has {missing} missing values (NaN)")
+        raise ValidationError(missing_message(argument, name, missing))
 
 
 def arm_code(table: EngineTable, name: str, arms: tuple):
@@ -1098,8 +1098,7 @@ def probability(table: EngineTable, name, argument: str):
     stats = table.stats(name)  # no missing values (checked above): outside (0, 1) iff min <= 0 or max >= 1
     low, high = stats.low, stats.high
     if low <= 0 or high >= 1:
-        raise ValidationError(f"{argument}: column {name!r} has values outside (0, 1) "
-                              f"(min {low:g}, max {high:g})")
+        raise ValidationError(outside_message(argument, name, low, high))
     return p
 
 
@@ -1186,7 +1185,7 @@ def _label_codes(table: EngineTable, name: str, arms: tuple, intent: str, argume
         raise ValidationError(f"{argument}: column {name!r} has values that are not arms of "
                               f"{intent!r} ({list(arms)})")
     if low == high:
-        raise ValidationError(f"{argument}: column {name!r} has no variation")
+        raise ValidationError(no_variation_message(argument, name))
     return codes
 
 
@@ -1208,10 +1207,9 @@ def _read_treated(table: EngineTable, exp: EngineExperiment, name: str, J: int) 
                 dose = codes.cast("float64")
                 low, high = table.scalars([dose.min(), dose.max()])
         if low < 0 or high > 1:
-            raise ValidationError(f"treated: column {name!r} has values outside [0, 1] "
-                                  f"(min {low:g}, max {high:g})")
+            raise ValidationError(outside_message("treated", name, low, high, "[0, 1]"))
         if high == low:
-            raise ValidationError(f"treated: column {name!r} has no variation (always {low:g})")
+            raise ValidationError(no_variation_message("treated", name, low))
         differs = int(table.scalars([(dose != exp.arm.cast("float64")).cast("int64").sum()])[0])
         if differs:
             exp.dose = dose

@@ -33,6 +33,7 @@ from ..errors import ValidationError
 from ..linalg.compliers import WaldRatio
 from ..linalg.layout import CoefLayout
 from ..linalg.twosls import solve_2sls
+from ..validate import missing_message, no_variation_message, outside_message
 from .linear import LinearModelResults, _Group, _Ratio, estimand_notes
 
 __all__ = ["CR2_ON_ENGINE", "EngineModelResults", "analyze_many_engine"]
@@ -691,7 +692,7 @@ class _Many:
 
             missing = int(row["a1"])
             if missing:
-                self._fail(key, f"intent_to_treat: column {self.intent!r} has {missing} missing values (NaN)")
+                self._fail(key, missing_message("intent_to_treat", self.intent, missing))
                 continue
             n = int(row["a0"])
             self.n[key] = n
@@ -709,33 +710,30 @@ class _Many:
                 continue
             if "treated" in slots:
                 if int(get("treated", 0)):
-                    self._fail(key, f"treated: column {self.treated!r} has {int(get('treated', 0))} missing "
-                                    "values (NaN)")
+                    self._fail(key, missing_message("treated", self.treated, get("treated", 0)))
                     continue
                 if exp.dose is not None:
                     low, high = get("treated", 1), get("treated", 2)
                     if low < 0 or high > 1:
-                        self._fail(key, f"treated: column {self.treated!r} has values outside [0, 1] "
-                                        f"(min {low:g}, max {high:g})")
+                        self._fail(key, outside_message("treated", self.treated, low, high, "[0, 1]"))
                         continue
                     if low == high:
-                        self._fail(key, f"treated: column {self.treated!r} has no variation (always {low:g})")
+                        self._fail(key, no_variation_message("treated", self.treated, low))
                         continue
                 elif int(get("treated", 1)):
                     self._fail(key, f"treated: column {self.treated!r} has values that are not arms of "
                                     f"{self.intent!r} ({list(self.arms)})")
                     continue
                 elif get("treated", 2) == get("treated", 3):
-                    self._fail(key, f"treated: column {self.treated!r} has no variation")
+                    self._fail(key, no_variation_message("treated", self.treated))
                     continue
             if "propensity" in slots:
                 if int(get("propensity", 0)):
-                    self._fail(key, f"propensity: column {self.propensity!r} has {int(get('propensity', 0))} "
-                                    "missing values (NaN)")
+                    self._fail(key, missing_message("propensity", self.propensity, get("propensity", 0)))
                     continue
                 if int(get("propensity", 3)):
-                    self._fail(key, f"propensity: column {self.propensity!r} has values outside (0, 1) "
-                                    f"(min {get('propensity', 1):g}, max {get('propensity', 2):g})")
+                    self._fail(key, outside_message("propensity", self.propensity, get("propensity", 1),
+                                                    get("propensity", 2)))
                     continue
             if clusters is not None and int(clusters.get(key, 0)) < 2:
                 self._fail(key, f"cluster_by: {self.cluster_by} defines a single cluster")
