@@ -38,7 +38,7 @@ from .linalg.sandwich import default_cov_type
 from .linalg.srm import SRM_THRESHOLD, sample_ratio_check
 from .models.spec import MetricSpec
 from .transforms import derive_metrics
-from .validate import missing_message, no_variation_message, outside_message, to_pandas
+from .validate import missing_message, no_variation_message, not_arms_message, outside_message, to_pandas
 
 __all__ = ["Design", "ExperimentData"]
 
@@ -420,8 +420,7 @@ class ExperimentData:
         """Arm codes of a column of arm labels (treated or instrument), which must vary."""
         codes = _arm_codes(column, self.arms)
         if (codes < 0).any():
-            raise ValidationError(f"{argument}: column {name!r} has values that are not arms of "
-                                  f"{self.intent_to_treat!r} ({list(self.arms)})")
+            raise ValidationError(not_arms_message(argument, name, self.intent_to_treat, self.arms))
         if len(np.unique(codes)) < 2:
             raise ValidationError(no_variation_message(argument, name))
         return codes

@@ -22,7 +22,7 @@ import pandas as pd
 from .errors import ValidationError
 
 __all__ = ["LARGEST", "check_alpha", "check_choice", "column_names", "float_values", "metric_values",
-           "missing_message", "no_variation_message", "outside_message", "to_pandas"]
+           "missing_message", "no_variation_message", "not_arms_message", "outside_message", "to_pandas"]
 
 LARGEST = 1e150  # squares and cross-products of larger values overflow float64
 
@@ -121,6 +121,15 @@ def outside_message(argument: str, name, low, high, interval: str = "(0, 1)") ->
     "propensity: column 'p' has values outside (0, 1) (min 0, max 0.9)"
     """
     return f"{argument}: column {name!r} has values outside {interval} (min {low:g}, max {high:g})"
+
+
+def not_arms_message(argument: str, name, intent_to_treat, arms) -> str:
+    """A column of arm labels (treated, instrument) holding values that are not arms.
+
+    >>> not_arms_message("treated", "d", "z", ("a", "b"))
+    "treated: column 'd' has values that are not arms of 'z' (['a', 'b'])"
+    """
+    return f"{argument}: column {name!r} has values that are not arms of {intent_to_treat!r} ({list(arms)})"
 
 
 def no_variation_message(argument: str, name, value=None) -> str:

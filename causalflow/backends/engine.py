@@ -79,7 +79,13 @@ from ..design import Covariates, role_column, single_propensity_error, sorted_la
 from ..errors import DesignWarning, ValidationError
 from ..linalg.srm import SampleRatioCheck, sample_ratio_test
 from ..linalg.twosls import Moments
-from ..validate import check_metric_range, missing_message, no_variation_message, outside_message
+from ..validate import (
+    check_metric_range,
+    missing_message,
+    no_variation_message,
+    not_arms_message,
+    outside_message,
+)
 
 __all__ = ["EngineCovariates", "EngineExperiment", "EngineTable", "is_engine_table"]
 
@@ -1182,8 +1188,7 @@ def _label_codes(table: EngineTable, name: str, arms: tuple, intent: str, argume
     codes = arm_code(table, name, arms)
     bad, low, high = table.scalars([(codes < 0).cast("int64").sum(), codes.min(), codes.max()])
     if bad:
-        raise ValidationError(f"{argument}: column {name!r} has values that are not arms of "
-                              f"{intent!r} ({list(arms)})")
+        raise ValidationError(not_arms_message(argument, name, intent, arms))
     if low == high:
         raise ValidationError(no_variation_message(argument, name))
     return codes

@@ -33,7 +33,7 @@ from ..errors import ValidationError
 from ..linalg.compliers import WaldRatio
 from ..linalg.layout import CoefLayout
 from ..linalg.twosls import solve_2sls
-from ..validate import missing_message, no_variation_message, outside_message
+from ..validate import missing_message, no_variation_message, not_arms_message, outside_message
 from .linear import LinearModelResults, _Group, _Ratio, estimand_notes
 
 __all__ = ["CR2_ON_ENGINE", "EngineModelResults", "analyze_many_engine"]
@@ -721,8 +721,7 @@ class _Many:
                         self._fail(key, no_variation_message("treated", self.treated, low))
                         continue
                 elif int(get("treated", 1)):
-                    self._fail(key, f"treated: column {self.treated!r} has values that are not arms of "
-                                    f"{self.intent!r} ({list(self.arms)})")
+                    self._fail(key, not_arms_message("treated", self.treated, self.intent, self.arms))
                     continue
                 elif get("treated", 2) == get("treated", 3):
                     self._fail(key, no_variation_message("treated", self.treated))

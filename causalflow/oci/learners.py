@@ -59,6 +59,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import ValidationError
+from .estimators import CALIBRATIONS
 
 __all__ = ["FLEXIBLE_LEARNERS", "Learner", "get_learner", "learner_names", "register_learner"]
 
@@ -220,8 +221,8 @@ def register_learner(name: str, classifier: Callable[[int], object], regressor: 
             isinstance(effect_regressor, tuple) and effect_regressor and all(map(callable, effect_regressor))):
         raise ValidationError(f"learner {name!r}: effect_regressor must be a callable of the seed, "
                               f"a non-empty tuple of them, or None")
-    if propensity_calibration not in ("none", "isotonic"):
-        raise ValidationError(f"learner {name!r}: propensity_calibration must be 'none' or 'isotonic', "
+    if propensity_calibration not in CALIBRATIONS:
+        raise ValidationError(f"learner {name!r}: propensity_calibration must be one of {CALIBRATIONS}, "
                               f"got {propensity_calibration!r}")
     candidates = tuple(candidates)
     for c in candidates:
